@@ -1,0 +1,204 @@
+"""Batched on-device multi-crop: the DINO augmentation recipe for a whole batch in a few calls.
+
+Every random parameter is drawn per sample from one ``torch.Generator`` (so a seed reproduces the
+crops), and every op runs on the full batch of one resolution at once: one ``roi_align`` call cuts
+and resamples all crops of a resolution, the colour ops are per-sample blends, and an op that a
+sample should skip is applied with an identity parameter or masked out with ``torch.where``. No
+Python loop runs over images, and no value is read back to the host.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from kornia.color import rgb_to_grayscale
+from kornia.enhance import adjust_hue
+from kornia.filters import gaussian_blur2d
+from torch import Tensor, nn
+from torchvision.ops import roi_align
+
+from .config import AugmentConfig
+
+RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop, as in torchvision and DINO
+_ATTEMPTS = 10
+
+
+def _uniform(n: int, low: float, high: float, g: torch.Generator) -> Tensor:
+    return torch.rand(n, generator=g, device=g.device) * (high - low) + low
+
+
+def _bernoulli(p: Tensor | float, n: int, g: torch.Generator) -> Tensor:
+    return torch.rand(n, generator=g, device=g.device) < p
+
+
+def sample_crop_boxes(hw: Tensor, scale: tuple[float, float], g: torch.Generator,
+                      ratio: tuple[float, float] = RATIO) -> Tensor:
+    """RandomResizedCrop boxes ``[n, 4]`` as ``(x1, y1, x2, y2)`` in pixels, one per row of ``hw``.
+
+    Same law as torchvision's: area fraction uniform in ``scale``, log aspect ratio uniform in
+    ``ratio``, up to 10 tries for a box that fits, else the largest centred box whose aspect ratio
+    lies in ``ratio``. All tries are drawn at once and the first one that fits is kept.
+    """
+    n = hw.shape[0]
+    h, w = hw[:, 0:1].to(torch.float32), hw[:, 1:2].to(torch.float32)
+    area = (h * w).expand(n, _ATTEMPTS)
+    target = area * _uniform(n * _ATTEMPTS, *scale, g).view(n, _ATTEMPTS)
+    log_r = _uniform(n * _ATTEMPTS, math.log(ratio[0]), math.log(ratio[1]), g).view(n, _ATTEMPTS)
+    aspect = torch.exp(log_r)
+    bw, bh = torch.sqrt(target * aspect), torch.sqrt(target / aspect)
+    fits = (bw <= w) & (bh <= h)
+    first = fits.to(torch.uint8).argmax(dim=1, keepdim=True)  # index of the first fitting try
+    bw, bh = bw.gather(1, first).squeeze(1), bh.gather(1, first).squeeze(1)
+    # Fallback where no try fits: the whole image, trimmed to the allowed aspect-ratio range.
+    h1, w1 = h.squeeze(1), w.squeeze(1)
+    in_ratio = w1 / h1
+    fb_w = torch.where(in_ratio > ratio[1], h1 * ratio[1], w1)
+    fb_h = torch.where(in_ratio < ratio[0], w1 / ratio[0], h1)
+    any_fit = fits.any(dim=1)
+    bw, bh = torch.where(any_fit, bw, fb_w), torch.where(any_fit, bh, fb_h)
+    u = torch.rand(n, 2, generator=g, device=g.device)
+    x1 = torch.where(any_fit, u[:, 0] * (w1 - bw), (w1 - bw) / 2)
+    y1 = torch.where(any_fit, u[:, 1] * (h1 - bh), (h1 - bh) / 2)
+    return torch.stack([x1, y1, x1 + bw, y1 + bh], dim=1)
+
+
+def crop_resize(images: Tensor, boxes: Tensor, size: int) -> Tensor:
+    """Cut ``boxes`` (``[V*B, 4]``, view-major) out of ``images`` (``[B, C, H, W]``) at ``size``.
+
+    One ``roi_align`` call for all crops; its adaptive sampling averages several input pixels per
+    output pixel where the crop shrinks, which acts as the antialiasing filter of a resize.
+    """
+    b = images.shape[0]
+    index = torch.arange(boxes.shape[0], device=boxes.device, dtype=boxes.dtype).remainder_(b)
+    rois = torch.cat([index[:, None], boxes], dim=1)
+    return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def _gray(x: Tensor) -> Tensor:
+    return rgb_to_grayscale(x) if x.shape[1] == 3 else x
+
+
+def color_jitter(x: Tensor, brightness: Tensor, contrast: Tensor, saturation: Tensor, hue: Tensor | None,
+                 order: Tensor) -> Tensor:
+    """torchvision's ColorJitter with per-sample factors and a per-sample order of the four ops.
+
+    ``order[i]`` is a permutation of (0 brightness, 1 contrast, 2 saturation, 3 hue). At step k
+    each op runs on the whole batch with the identity factor for the samples that do not take it
+    at that step, so every sample gets each op once, in its own order. Saturation and hue leave a
+    grey image unchanged and are skipped for one-channel inputs; ``hue=None`` skips hue.
+    """
+    ones = torch.ones_like(brightness)
+    colour = x.shape[1] == 3
+    for k in range(4):
+        step = order[:, k]
+        f = torch.where(step == 0, brightness, ones).view(-1, 1, 1, 1)
+        x = (x * f).clamp_(0, 1)
+        f = torch.where(step == 1, contrast, ones).view(-1, 1, 1, 1)
+        mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
+        x = (f * x + (1 - f) * mean).clamp_(0, 1)
+        if colour:
+            f = torch.where(step == 2, saturation, ones).view(-1, 1, 1, 1)
+            x = (f * x + (1 - f) * rgb_to_grayscale(x)).clamp_(0, 1)
+            if hue is not None:  # torchvision's hue factor is a fraction of the circle, kornia's radians
+                x = adjust_hue(x, torch.where(step == 3, hue, torch.zeros_like(hue)) * (2 * math.pi))
+    return x
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor, sigma_max: float) -> Tensor:
+    """Separable Gaussian blur with a per-sample sigma (pixels); the kernel covers +-3 sigma_max.
+
+    ``sigma_max`` comes from the config, not from ``sigma``, so no value is read back from the device.
+    """
+    size = x.shape[-1]
+    k = max(3, min(2 * math.ceil(3 * sigma_max) + 1, size if size % 2 else size - 1))
+    return gaussian_blur2d(x, (k, k), sigma[:, None].expand(-1, 2), border_type="reflect", separable=True)
+
+
+@dataclass
+class Crops:
+    """The views of one batch, grouped by resolution, view-major (view 0 of every sample first)."""
+
+    globals_: Tensor  # [2 * B, C, G, G]
+    locals_: Tensor | None  # [N * B, C, L, L] or None when there are no local crops
+
+    def by_resolution(self) -> list[Tensor]:
+        return [self.globals_] if self.locals_ is None else [self.globals_, self.locals_]
+
+
+class MultiCrop(nn.Module):
+    """2 global + N local DINO views of a uint8 batch, on the batch's device."""
+
+    def __init__(self, cfg: AugmentConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("mean", torch.tensor(cfg.mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(cfg.std).view(1, -1, 1, 1), persistent=False)
+
+    def _views(self, x: Tensor, hw: Tensor, n_views: int, size: int, scale, blur_p: list[float],
+               solarize_p: list[float], g: torch.Generator) -> Tensor:
+        """All ``n_views`` views of one resolution; ``blur_p``/``solarize_p`` give one rate per view."""
+        c, b = self.cfg, x.shape[0]
+        n = n_views * b
+        boxes = sample_crop_boxes(hw.to(x.device).repeat(n_views, 1), tuple(scale), g)
+        v = crop_resize(x, boxes, size)
+        flip = _bernoulli(c.flip_p, n, g).view(-1, 1, 1, 1)
+        v = torch.where(flip, v.flip(-1), v)
+        if c.jitter_p > 0:
+            jitter = _bernoulli(c.jitter_p, n, g)
+            ident = torch.ones(n, device=g.device)
+            br = torch.where(jitter, _uniform(n, max(0.0, 1 - c.brightness), 1 + c.brightness, g), ident)
+            ct = torch.where(jitter, _uniform(n, max(0.0, 1 - c.contrast), 1 + c.contrast, g), ident)
+            s = torch.where(jitter, _uniform(n, max(0.0, 1 - c.saturation), 1 + c.saturation, g), ident)
+            h = torch.where(jitter, _uniform(n, -c.hue, c.hue, g), ident - 1) if c.hue > 0 else None
+            order = torch.rand(n, 4, generator=g, device=g.device).argsort(dim=1)
+            v = color_jitter(v, br, ct, s, h, order)
+        if v.shape[1] == 3 and c.grayscale_p > 0:
+            gray = _bernoulli(c.grayscale_p, n, g).view(-1, 1, 1, 1)
+            v = torch.where(gray, rgb_to_grayscale(v).expand_as(v), v)
+        per_view = lambda p: torch.tensor(p, device=x.device).repeat_interleave(b)  # noqa: E731
+        blur = _bernoulli(per_view(blur_p), n, g).view(-1, 1, 1, 1)
+        sigma = _uniform(n, *c.blur_sigma, g)
+        if max(blur_p) > 0:
+            v = torch.where(blur, gaussian_blur(v, sigma, c.blur_sigma[1]), v)
+        solar = _bernoulli(per_view(solarize_p), n, g).view(-1, 1, 1, 1)
+        if max(solarize_p) > 0:  # threshold 128/255 as PIL's ImageOps.solarize
+            v = torch.where(solar & (v >= 128 / 255), 1 - v, v)
+        return (v - self.mean) / self.std
+
+    @torch.no_grad()
+    def forward(self, images: Tensor, hw: Tensor, g: torch.Generator) -> Crops:
+        """``images``: uint8 ``[B, C, S, S]`` (valid part ``hw``); ``g`` lives on their device."""
+        c = self.cfg
+        x = images.to(torch.float32).div_(255)
+        p1, p2, pl = c.blur_p
+        globals_ = self._views(x, hw, 2, c.global_crops_size, c.global_crops_scale, [p1, p2],
+                               [0.0, c.solarize_p], g)
+        locals_ = None
+        if c.local_crops_number > 0:
+            n = c.local_crops_number
+            locals_ = self._views(x, hw, n, c.local_crops_size, c.local_crops_scale, [pl] * n, [0.0] * n, g)
+        return Crops(globals_, locals_)
+
+
+class EvalTransform(nn.Module):
+    """Evaluation view: centre square of ``crop_ratio`` of the shorter side, resized, normalised.
+
+    The on-device equivalent of DINO's Resize(256) + CenterCrop(224) (crop_ratio = 224 / 256).
+    """
+
+    def __init__(self, size: int, crop_ratio: float, mean, std):
+        super().__init__()
+        self.size, self.crop_ratio = size, crop_ratio
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, images: Tensor, hw: Tensor) -> Tensor:
+        x = images.to(torch.float32).div_(255)
+        hw = hw.to(x.device, torch.float32)
+        side = hw.min(dim=1).values * self.crop_ratio
+        y1, x1 = (hw[:, 0] - side) / 2, (hw[:, 1] - side) / 2
+        boxes = torch.stack([x1, y1, x1 + side, y1 + side], dim=1)
+        return (crop_resize(x, boxes, self.size) - self.mean) / self.std

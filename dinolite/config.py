@@ -1,0 +1,207 @@
+"""Typed configuration: dataclasses checked by OmegaConf, one YAML per recipe, ``key=value`` overrides.
+
+The dataclass defaults are the DINO paper's ViT-S/16 recipe (facebookresearch/dino, main_dino.py);
+a recipe YAML only lists what it changes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from .errors import UserError
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+DEFAULT_RECIPE = "quickstart"
+
+
+@dataclass
+class DataConfig:
+    source: str = "folder"  # "folder" (class sub-folders) or "fashion_mnist" (idx files)
+    root: str = "data/imagenet"  # folder: holds train_dir/ and val_dir/; fashion_mnist: the idx files
+    train_dir: str = "train"
+    val_dir: str = "val"
+    decode_size: int = 256  # CPU workers bound the longer side to this many pixels (uint8 only)
+    num_workers: int = 8
+    subset: int = 0  # use only the first N training images (0 = all); for tests and quick looks
+    test_subset: int = 0  # likewise for the evaluation split
+
+
+@dataclass
+class AugmentConfig:
+    global_crops_size: int = 224
+    global_crops_scale: List[float] = field(default_factory=lambda: [0.4, 1.0])
+    local_crops_number: int = 8
+    local_crops_size: int = 96
+    local_crops_scale: List[float] = field(default_factory=lambda: [0.05, 0.4])
+    flip_p: float = 0.5
+    jitter_p: float = 0.8
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.2
+    hue: float = 0.1
+    grayscale_p: float = 0.2
+    # Gaussian blur probability on global view 1, global view 2, every local view.
+    blur_p: List[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])
+    blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])
+    solarize_p: float = 0.2  # global view 2 only
+    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "vit_small_patch16_224"  # any timm ViT name
+    patch_size: Optional[int] = None  # overrides of the timm architecture (None = timm's value)
+    embed_dim: Optional[int] = None
+    depth: Optional[int] = None
+    num_heads: Optional[int] = None
+    drop_path_rate: float = 0.1  # student only; the teacher has none
+    out_dim: int = 65536
+    hidden_dim: int = 2048
+    bottleneck_dim: int = 256
+    head_layers: int = 3
+    norm_last_layer: bool = True
+
+
+@dataclass
+class LossConfig:
+    student_temp: float = 0.1
+    teacher_temp: float = 0.04
+    warmup_teacher_temp: float = 0.04
+    warmup_teacher_temp_epochs: int = 0
+    center_momentum: float = 0.9
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 100
+    batch_size: int = 64  # per process; the LR rule scales with the global batch
+    lr: float = 0.0005  # peak LR for a global batch of 256 (linear scaling rule)
+    min_lr: float = 1e-6
+    warmup_epochs: int = 10
+    weight_decay: float = 0.04
+    weight_decay_end: float = 0.4
+    clip_grad: float = 3.0  # 0 disables clipping
+    freeze_last_layer: int = 1  # epochs during which the head's last layer gets no update
+    momentum_teacher: float = 0.996  # cosine schedule from this value to 1
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/vit_small_imagenet"
+    seed: int = 0
+    device: str = "auto"  # "auto" (cuda when present), "cpu" or "cuda"
+    log_every: int = 20  # steps between metric lines (and host synchronisations)
+    checkpoint_every_minutes: float = 10.0
+    keep_checkpoints: int = 2
+    stop_after_steps: int = 0  # stop (with a checkpoint) after this global step; 0 = run to the end
+    collapse_patience: int = 10  # log intervals of near-0 or near-max entropy before warning
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+
+
+@dataclass
+class EvalConfig:
+    knn_at_end: bool = True
+    knn_random_init: bool = True  # also score the same architecture at random initialisation
+    knn_k: int = 20
+    knn_temperature: float = 0.07
+    image_size: int = 224  # evaluation crop: centre crop of crop_ratio of the shorter side, resized
+    crop_ratio: float = 0.875
+    batch_size: int = 256
+
+
+@dataclass
+class Config:
+    recipe: str = "custom"
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _one_line(err: OmegaConfBaseException) -> str:
+    msg = str(getattr(err, "msg", None) or err).strip().splitlines()[0]
+    key = getattr(err, "full_key", None)
+    return f"{msg} (key '{key}')" if key and key not in msg else msg
+
+
+def recipe_path(name_or_path: str | None) -> Path:
+    """Resolve a recipe: a YAML path, or the name of a recipe shipped in configs/."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_RECIPE
+    path = Path(name_or_path)
+    if path.suffix not in (".yaml", ".yml"):
+        path = CONFIG_DIR / f"{name_or_path}.yaml"
+    if not path.is_file():
+        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise UserError(f"config file {path} not found: pass --config PATH.yaml or one of: {known}")
+    return path
+
+
+def load_config(config: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- recipe YAML <- ``key=value`` overrides, type-checked, as a plain dataclass."""
+    path = recipe_path(config)
+    schema = OmegaConf.structured(Config)
+    try:
+        cfg = OmegaConf.merge(schema, OmegaConf.load(path))
+    except OmegaConfBaseException as err:
+        raise UserError(f"{path}: {_one_line(err)}; fix the recipe file") from None
+    bad = [o for o in overrides or [] if "=" not in o or o.startswith("=")]
+    if bad:
+        raise UserError(f"override {bad[0]!r} is not key=value: write e.g. optim.epochs=10")
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
+    except OmegaConfBaseException as err:
+        raise UserError(f"bad override: {_one_line(err)}; see configs/*.yaml for the keys and types") from None
+    if cfg.recipe == "custom":
+        cfg.recipe = path.stem
+    out: Config = OmegaConf.to_object(cfg)
+    validate(out)
+    return out
+
+
+def validate(cfg: Config) -> None:
+    """Checks that types alone cannot express; each failure names the key and the fix."""
+    a, d, m, o = cfg.augment, cfg.data, cfg.model, cfg.optim
+    checks = [
+        (d.source in ("folder", "fashion_mnist"), "data.source must be 'folder' or 'fashion_mnist'"),
+        (len(a.global_crops_scale) == 2 and 0 < a.global_crops_scale[0] <= a.global_crops_scale[1] <= 1,
+         "augment.global_crops_scale must be [low, high] with 0 < low <= high <= 1"),
+        (len(a.local_crops_scale) == 2 and 0 < a.local_crops_scale[0] <= a.local_crops_scale[1] <= 1,
+         "augment.local_crops_scale must be [low, high] with 0 < low <= high <= 1"),
+        (a.local_crops_number >= 0, "augment.local_crops_number must be >= 0"),
+        (a.global_crops_size > 0 and a.local_crops_size > 0, "augment crop sizes must be > 0"),
+        (len(a.blur_p) == 3, "augment.blur_p must list 3 probabilities: global 1, global 2, local"),
+        (len(a.blur_sigma) == 2 and 0 < a.blur_sigma[0] <= a.blur_sigma[1], "augment.blur_sigma must be [low, high] > 0"),
+        (len(a.mean) == len(a.std) and len(a.mean) in (1, 3), "augment.mean/std must both have 1 or 3 values"),
+        (all(s > 0 for s in a.std), "augment.std values must be > 0"),
+        (o.batch_size >= 1 and o.epochs >= 1, "optim.batch_size and optim.epochs must be >= 1"),
+        (m.out_dim >= 2 and m.head_layers >= 1, "model.out_dim must be >= 2 and model.head_layers >= 1"),
+        (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
+        (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
+        (cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UserError(f"invalid config: {msg}")
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+
+
+def read_saved_config(path: Path) -> Config:
+    """Load a run directory's resolved config.yaml (written by :func:`save_config`)."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+    except OmegaConfBaseException as err:
+        raise UserError(f"{path}: {_one_line(err)}; the run directory's config is not a dinolite config") from None
+    return OmegaConf.to_object(merged)

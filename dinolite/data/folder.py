@@ -1,0 +1,69 @@
+"""An image folder: one sub-folder per class (labels kept for evaluation), decoded by CPU workers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torchvision.io import ImageReadMode, decode_image
+
+from ..errors import UserError
+from .base import ImageSource
+
+EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def bound_size(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Shrink a uint8 CxHxW image so that its longer side is at most ``size`` (antialiased)."""
+    h, w = image.shape[-2:]
+    scale = size / max(h, w)
+    if scale >= 1:
+        return image
+    new = (max(1, round(h * scale)), max(1, round(w * scale)))
+    out = F.interpolate(image[None].float(), size=new, mode="bilinear", antialias=True, align_corners=False)
+    return out[0].round_().clamp_(0, 255).to(torch.uint8)
+
+
+class ImageFolder(ImageSource):
+    """``root/<class>/<image>`` decoded to RGB uint8, longer side bounded to ``size``, zero-padded."""
+
+    channels = 3
+
+    def __init__(self, root: str, size: int = 256, subset: int = 0):
+        path = Path(root)
+        if not path.is_dir():
+            raise UserError(f"image folder {path} not found: set data.root to a folder holding {path.name}/<class>/<images>")
+        self.classes = sorted(p.name for p in path.iterdir() if p.is_dir())
+        files, labels = [], []
+        for label, name in enumerate(self.classes):
+            for f in sorted((path / name).rglob("*")):
+                if f.suffix.lower() in EXTENSIONS:
+                    files.append(f)
+                    labels.append(label)
+        if not files:
+            raise UserError(f"no images found under {path}/<class>/: expected files ending in {', '.join(sorted(EXTENSIONS))}")
+        if subset:
+            # Spread a subset over the classes instead of taking the first class only.
+            keep = torch.linspace(0, len(files) - 1, min(subset, len(files))).round().long().unique().tolist()
+            files, labels = [files[i] for i in keep], [labels[i] for i in keep]
+        self.files = files
+        self.labels = torch.tensor(labels, dtype=torch.int64)
+        self.size = size
+
+    def load(self, index: int) -> torch.Tensor:
+        try:
+            image = decode_image(str(self.files[index]), mode=ImageReadMode.RGB)
+        except (RuntimeError, ValueError) as err:
+            raise UserError(f"cannot decode {self.files[index]}: {err}; remove or replace the file") from None
+        return bound_size(image, self.size)
+
+    def __getitems__(self, indices):
+        images = torch.zeros(len(indices), 3, self.size, self.size, dtype=torch.uint8)
+        hw = torch.empty(len(indices), 2, dtype=torch.int64)
+        for row, i in enumerate(indices):
+            img = self.load(i)
+            h, w = img.shape[-2:]
+            images[row, :, :h, :w] = img
+            hw[row, 0], hw[row, 1] = h, w
+        return images, hw, self.labels[torch.as_tensor(indices, dtype=torch.int64)]

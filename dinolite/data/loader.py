@@ -1,0 +1,56 @@
+"""Batches of uint8 images in a seeded order that can start mid-epoch (for exact resume)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader
+
+from .base import ImageSource
+
+
+def _identity(batch):
+    return batch
+
+
+class BatchLoader:
+    """Per-epoch seeded permutation, split by rank, last incomplete batch dropped.
+
+    The order of epoch ``e`` depends only on ``(seed, e)``, so a run resumed at step ``s`` of an
+    epoch reads exactly the batches it would have read without the interruption. Rank ``r`` of
+    ``world`` takes every ``world``-th batch-sized slice of the permutation; the remainder of
+    ``len(source) % (batch_size * world)`` images is left out of that epoch (a different one each
+    epoch, since the permutation changes).
+    """
+
+    def __init__(self, source: ImageSource, batch_size: int, seed: int, num_workers: int = 0,
+                 rank: int = 0, world: int = 1, pin_memory: bool = False):
+        self.source, self.batch_size, self.seed = source, batch_size, seed
+        self.num_workers, self.rank, self.world, self.pin_memory = num_workers, rank, world, pin_memory
+        self.steps_per_epoch = len(source) // (batch_size * world)
+        if self.steps_per_epoch == 0:
+            raise ValueError("fewer images than one global batch")
+
+    def batch_indices(self, epoch: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        perm = torch.randperm(len(self.source), generator=g).tolist()
+        b, w = self.batch_size, self.world
+        return [perm[(s * w + self.rank) * b:(s * w + self.rank + 1) * b] for s in range(self.steps_per_epoch)]
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield ``(images uint8 [B,C,S,S], hw [B,2])`` from step ``start_step`` of ``epoch``."""
+        batches = self.batch_indices(epoch)[start_step:]
+        loader = DataLoader(self.source, batch_sampler=batches, collate_fn=_identity,
+                            num_workers=self.num_workers, pin_memory=self.pin_memory,
+                            persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
+        for images, hw, _ in loader:
+            yield images, hw
+
+
+def eval_batches(source: ImageSource, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
+    """All images in order, as ``(images, hw, labels)`` batches (the last one may be short)."""
+    idx = list(range(len(source)))
+    batches = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
+    return DataLoader(source, batch_sampler=batches, collate_fn=_identity, num_workers=num_workers,
+                      pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)

@@ -1,0 +1,38 @@
+"""AdamW with DINO's parameter groups, per-step schedule application, clipping, last-layer freeze."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def param_groups(model: nn.Module) -> list[dict]:
+    """Two groups: weights with decay; biases and 1-D parameters (norms, tokens' scales) without."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if name.endswith(".bias") or p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, device: torch.device) -> torch.optim.AdamW:
+    """AdamW (LR and WD are set every step by :func:`set_schedule`); fused kernels on CUDA."""
+    fused = device.type == "cuda"
+    return torch.optim.AdamW(param_groups(model), lr=0.0, weight_decay=0.0, fused=fused, foreach=not fused)
+
+
+def set_schedule(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        group["weight_decay"] = weight_decay if group["apply_wd"] else 0.0
+
+
+def cancel_last_layer_grads(head_last_layer: nn.Module, epoch: int, freeze_epochs: int) -> None:
+    """Drop the last layer's gradients during the first ``freeze_epochs`` epochs (AdamW then skips it).
+
+    DINO freezes it at the start because an early, noisy last layer makes training unstable.
+    """
+    if epoch < freeze_epochs:
+        for p in head_last_layer.parameters():
+            p.grad = None

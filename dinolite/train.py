@@ -1,0 +1,294 @@
+"""The pretraining loop: builds the parts, wires one step together, checkpoints and evaluates.
+
+The maths lives elsewhere (loss.py, schedules.py, augment.py, models.py); this file only decides
+what runs when.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+from tqdm import tqdm
+
+from . import checkpoint as ckpt
+from .augment import EvalTransform, MultiCrop
+from .config import Config, read_saved_config, save_config
+from .data import BatchLoader, ImageSource, build_source
+from .distributed import DistInfo, barrier, init_from_env
+from .errors import UserError
+from .eval.features import extract_features
+from .eval.knn import knn_accuracy
+from .loss import DINOLoss, teacher_stats
+from .models import backbone_kwargs, build_backbone, build_student_teacher, ema_update
+from .monitor import CollapseMonitor, MetricsWriter
+from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
+from .schedules import cosine, scaled_lr, teacher_temperature
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device=cuda but no CUDA device is visible: use train.device=cpu or auto")
+    return torch.device(name)
+
+
+def prepare_run_dir(cfg: Config, is_main: bool) -> Path:
+    """Create the run directory, refuse one that belongs to another recipe, save the resolved config."""
+    run_dir = Path(cfg.train.output_dir)
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        old = read_saved_config(saved)
+        if old.recipe != cfg.recipe:
+            raise UserError(f"{run_dir} holds a run of recipe '{old.recipe}', not '{cfg.recipe}': "
+                            f"pass train.output_dir=<new folder>, or --config {old.recipe} to resume it")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, saved)
+    return run_dir
+
+
+def check_channels(cfg: Config, source: ImageSource) -> None:
+    if len(cfg.augment.mean) != source.channels:
+        raise UserError(f"augment.mean/std have {len(cfg.augment.mean)} values but the images have "
+                        f"{source.channels} channel(s): set augment.mean and augment.std to {source.channels} value(s)")
+
+
+@dataclass
+class Schedule:
+    """Every scheduled value at one step."""
+
+    lr: float
+    wd: float
+    momentum: float
+    teacher_temp: float
+
+    @classmethod
+    def at(cls, cfg: Config, step: int, steps_per_epoch: int, global_batch: int) -> "Schedule":
+        o, total = cfg.optim, cfg.optim.epochs * steps_per_epoch
+        return cls(
+            lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, o.warmup_epochs * steps_per_epoch),
+            wd=cosine(step, total, o.weight_decay, o.weight_decay_end),
+            momentum=cosine(step, total, o.momentum_teacher, 1.0),
+            teacher_temp=teacher_temperature(step, steps_per_epoch, cfg.loss.warmup_teacher_temp,
+                                             cfg.loss.teacher_temp, cfg.loss.warmup_teacher_temp_epochs),
+        )
+
+
+class Pretrainer:
+    """Holds the parts of one DINO pretraining run and the loop over them."""
+
+    def __init__(self, cfg: Config, dist_info: DistInfo | None = None, progress: bool = True):
+        self.cfg = cfg
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        self.device = resolve_device(cfg.train.device)
+        self.dist = dist_info or init_from_env(self.device.type)
+        self.progress = progress and self.dist.is_main
+        self.run_dir = prepare_run_dir(cfg, self.dist.is_main)
+        self.source = build_source(cfg.data, "train")
+        check_channels(cfg, self.source)
+        if len(self.source) < cfg.optim.batch_size * self.dist.world:
+            raise UserError(f"{len(self.source)} training images are fewer than one global batch "
+                            f"({cfg.optim.batch_size} x {self.dist.world}): lower optim.batch_size")
+        self.loader = BatchLoader(self.source, cfg.optim.batch_size, cfg.train.seed, cfg.data.num_workers,
+                                  self.dist.rank, self.dist.world, pin_memory=self.device.type == "cuda")
+        self.global_batch = cfg.optim.batch_size * self.dist.world
+
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        student, self.teacher = build_student_teacher(cfg.model, self.source.channels, cfg.augment.global_crops_size)
+        self.student_module = student.to(self.device)
+        self.teacher.to(self.device)
+        self.student = self.student_module
+        if self.dist.world > 1:
+            self.student = torch.nn.parallel.DistributedDataParallel(
+                self.student_module, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
+        self.augment = MultiCrop(cfg.augment).to(self.device)
+        self.loss_fn = DINOLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum).to(self.device)
+        self.optimizer = build_optimizer(self.student_module, self.device)
+        self.generator = torch.Generator(self.device).manual_seed(cfg.train.seed * 1000 + self.dist.rank)
+        torch.manual_seed(cfg.train.seed * 1000 + self.dist.rank)  # drop path differs across ranks
+        self.step = 0
+        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.dist.is_main)
+        self.monitor = CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience)
+        self.last_good: Path | None = None
+        self._resume()
+
+    # ---- checkpoints -------------------------------------------------------------------------
+    def state(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {
+            "student": self.student_module.state_dict(),
+            "teacher": self.teacher.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "loss": self.loss_fn.state_dict(),
+            "step": self.step,
+            "rng": rng,
+            "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
+            "world": self.dist.world,
+        }
+
+    def save(self) -> None:
+        if self.dist.is_main:
+            self.last_good = ckpt.save_checkpoint(self.state(), self.run_dir, self.step, self.cfg.train.keep_checkpoints)
+        barrier()
+
+    def _resume(self) -> None:
+        path, state = ckpt.latest_valid(self.run_dir)
+        if state is None:
+            return
+        self.student_module.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.loss_fn.load_state_dict(state["loss"])
+        self.step = int(state["step"])
+        if state["world"] == self.dist.world:  # RNG streams are per rank; a new world size starts new ones
+            torch.set_rng_state(state["rng"]["torch"])
+            self.generator.set_state(state["rng"]["augment"])
+            if "cuda" in state["rng"] and self.device.type == "cuda":
+                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        self.last_good = path
+        if self.dist.is_main:
+            print(f"resumed from {path} at step {self.step}", flush=True)
+
+    # ---- the loop ----------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.optim.epochs * self.loader.steps_per_epoch
+
+    def train_step(self, images: torch.Tensor, hw: torch.Tensor, sched: Schedule, epoch: int):
+        """One optimisation step; returns the loss and the teacher's output (device tensors, no sync)."""
+        set_schedule(self.optimizer, sched.lr, sched.wd)
+        crops = self.augment(images.to(self.device, non_blocking=True), hw, self.generator)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with torch.no_grad():
+                teacher_out = self.teacher([crops.globals_])  # the teacher sees global views only
+            student_out = self.student(crops.by_resolution())
+        center_used = self.loss_fn.center.clone()  # the loss updates the center; the stats need this one
+        loss = self.loss_fn(student_out, teacher_out, sched.teacher_temp)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.optim.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.student_module.parameters(), self.cfg.optim.clip_grad)
+        cancel_last_layer_grads(self.student_module.head.last_layer, epoch, self.cfg.optim.freeze_last_layer)
+        self.optimizer.step()
+        ema_update(self.teacher, self.student_module, sched.momentum)
+        return loss.detach(), teacher_out.detach(), center_used
+
+    def _check_finite(self, finite: torch.Tensor) -> None:
+        if not bool(finite):
+            where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
+            raise TrainingDiverged(f"the loss became NaN or infinite by step {self.step}{where}; "
+                                   f"lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume")
+
+    def fit(self) -> None:
+        cfg, spe = self.cfg, self.loader.steps_per_epoch
+        stop = min(self.total_steps, cfg.train.stop_after_steps or self.total_steps)
+        bar = tqdm(total=stop, initial=self.step, desc="pretrain", disable=not self.progress, dynamic_ncols=True)
+        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        last_log, last_log_step, last_ckpt = time.time(), self.step, time.time()
+        while self.step < stop:
+            epoch, in_epoch = divmod(self.step, spe)
+            for images, hw in self.loader.epoch(epoch, in_epoch):
+                sched = Schedule.at(cfg, self.step, spe, self.global_batch)
+                loss, teacher_out, center = self.train_step(images, hw, sched, epoch)
+                finite &= torch.isfinite(loss)
+                loss_sum += loss
+                self.step += 1
+                bar.update(1)
+                end_of_epoch = self.step % spe == 0
+                if self.step % cfg.train.log_every == 0 or end_of_epoch or self.step == stop:
+                    self._check_finite(finite)  # the one host synchronisation per log interval
+                    now = time.time()
+                    n = self.step - last_log_step
+                    entropy, kl = teacher_stats(teacher_out, center, sched.teacher_temp)
+                    record = {"step": self.step, "epoch": self.step / spe, "loss": loss_sum.item() / n,
+                              "lr": sched.lr, "wd": sched.wd, "momentum": sched.momentum,
+                              "teacher_temp": sched.teacher_temp, "teacher_entropy": entropy.item(),
+                              "kl_uniform": kl.item(),
+                              "images_per_s": n * self.global_batch / max(now - last_log, 1e-9)}
+                    warning = self.monitor.update(record["teacher_entropy"])
+                    if warning:
+                        record["collapse_warning"] = warning
+                        tqdm.write(f"warning: {warning}")
+                    self.metrics.write(record)
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", H=f"{record['teacher_entropy']:.2f}")
+                    loss_sum.zero_()
+                    last_log, last_log_step = now, self.step
+                minutes = (time.time() - last_ckpt) / 60
+                if end_of_epoch or self.step == stop or minutes >= cfg.train.checkpoint_every_minutes:
+                    self._check_finite(finite)  # never write a checkpoint of diverged weights
+                    self.save()
+                    last_ckpt = time.time()
+                if self.step >= stop:
+                    break
+        bar.close()
+        if self.dist.is_main and self.step >= self.total_steps:
+            self.export_teacher()
+
+    def export_teacher(self) -> Path:
+        """The final teacher backbone on its own, as safetensors with timm's parameter names."""
+        path = self.run_dir / "teacher_backbone.safetensors"
+        tensors = {k: v.detach().contiguous().cpu() for k, v in self.teacher.backbone.state_dict().items()}
+        kwargs = backbone_kwargs(self.cfg.model, self.source.channels, self.cfg.augment.global_crops_size, 0.0)
+        meta = {"arch": self.cfg.model.arch, "timm_kwargs": OmegaConf.to_yaml(OmegaConf.create(kwargs))}
+        tmp = path.with_name(".teacher_backbone.safetensors.tmp")
+        save_file(tensors, str(tmp), metadata=meta)
+        tmp.replace(path)
+        return path
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def knn(self, backbone: torch.nn.Module, desc: str) -> dict[str, float]:
+        """Weighted k-NN top-1/top-5 of ``backbone``: train split as bank, test split as queries."""
+        e = self.cfg.eval
+        transform = EvalTransform(e.image_size, e.crop_ratio, self.cfg.augment.mean, self.cfg.augment.std).to(self.device)
+        test = build_source(self.cfg.data, "test")
+        kw = dict(batch_size=e.batch_size, num_workers=self.cfg.data.num_workers, progress=self.progress)
+        bank, bank_labels = extract_features(backbone, self.source, transform, self.device, desc=f"{desc} bank", **kw)
+        queries, labels = extract_features(backbone, test, transform, self.device, desc=f"{desc} queries", **kw)
+        return knn_accuracy(queries, labels, bank, bank_labels, self.source.num_classes, e.knn_k, e.knn_temperature)
+
+    def evaluate(self) -> dict[str, float]:
+        results = {"knn_top1": self.knn(self.teacher.backbone, "teacher")["top1"]}
+        if self.cfg.eval.knn_random_init:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.train.seed + 1)
+                random_backbone = build_backbone(self.cfg.model, self.source.channels,
+                                                 self.cfg.augment.global_crops_size, 0.0).to(self.device)
+            results["knn_top1_random_init"] = self.knn(random_backbone, "random init")["top1"]
+        self.metrics.write({"step": self.step, **results})
+        return results
+
+
+def pretrain(cfg: Config, progress: bool = True) -> dict[str, float]:
+    """Train (or resume) the run of ``cfg`` and return its final k-NN figures (empty if skipped)."""
+    t0 = time.time()
+    trainer = Pretrainer(cfg, progress=progress)
+    trainer.fit()
+    results: dict[str, float] = {}
+    done = trainer.step >= trainer.total_steps
+    if trainer.dist.is_main and done and cfg.eval.knn_at_end:
+        results = trainer.evaluate()
+        line = (f"k-NN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}) on the test split: "
+                f"teacher {results['knn_top1']:.2f} %")
+        if "knn_top1_random_init" in results:
+            line += f", same architecture at random init {results['knn_top1_random_init']:.2f} %"
+        print(line, flush=True)
+    if trainer.dist.is_main:
+        state = "finished" if done else "stopped"
+        print(f"{state} at step {trainer.step}/{trainer.total_steps} in {time.time() - t0:.0f} s; "
+              f"run directory {trainer.run_dir}", flush=True)
+    return results
+
