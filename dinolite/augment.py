@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from kornia.color import rgb_to_grayscale
 from kornia.enhance import adjust_hue
 from kornia.filters import gaussian_blur2d
 from torch import Tensor, nn
@@ -74,6 +73,12 @@ def crop_resize(images: Tensor, boxes: Tensor, size: int) -> Tensor:
     index = torch.arange(boxes.shape[0], device=boxes.device, dtype=boxes.dtype).remainder_(b)
     rois = torch.cat([index[:, None], boxes], dim=1)
     return roi_align(images, rois, output_size=(size, size), spatial_scale=1.0, sampling_ratio=-1, aligned=True)
+
+
+def rgb_to_grayscale(x: Tensor) -> Tensor:
+    """Luma with torchvision's weights (the ones DINO's pipeline used), shape ``[N, 1, H, W]``."""
+    r, g, b = x.unbind(dim=1)
+    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
 
 
 def _gray(x: Tensor) -> Tensor:

@@ -10,6 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def _at_least_fp32(x: Tensor) -> Tensor:
+    return x.to(torch.promote_types(x.dtype, torch.float32))
+
+
 def dino_cross_entropy(student_out: Tensor, teacher_out: Tensor, center: Tensor, student_temp: float,
                        teacher_temp: float, n_global: int = 2) -> Tensor:
     """Mean over pairs (teacher global view i, student view j != i) of H(P_t^i, P_s^j).
@@ -19,9 +23,9 @@ def dino_cross_entropy(student_out: Tensor, teacher_out: Tensor, center: Tensor,
     gradient. Pairs where the student sees the same view as the teacher are skipped.
     """
     n_views = student_out.shape[0] // (teacher_out.shape[0] // n_global)
-    log_p_s = F.log_softmax(student_out.float() / student_temp, dim=-1).chunk(n_views)
-    p_t = F.softmax((teacher_out.float() - center) / teacher_temp, dim=-1).detach().chunk(n_global)
-    total, pairs = student_out.new_zeros((), dtype=torch.float32), 0
+    log_p_s = F.log_softmax(_at_least_fp32(student_out) / student_temp, dim=-1).chunk(n_views)
+    p_t = F.softmax((_at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1).detach().chunk(n_global)
+    total, pairs = 0.0, 0
     for i, q in enumerate(p_t):
         for j, log_p in enumerate(log_p_s):
             if i == j:
@@ -38,7 +42,7 @@ def teacher_stats(teacher_out: Tensor, center: Tensor, teacher_temp: float) -> t
     Entropy near log(K) with KL near 0 means a uniform collapse; entropy near 0 with a large KL
     means one dimension dominates (DINO paper, section 5.3).
     """
-    p = F.softmax((teacher_out.float() - center) / teacher_temp, dim=-1)
+    p = F.softmax((_at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1)
     entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
     mean_p = p.mean(0)
     kl = (mean_p * torch.log(mean_p.clamp_min(1e-12) * p.shape[-1])).sum()
@@ -63,7 +67,7 @@ class DINOLoss(nn.Module):
     @torch.no_grad()
     def update_center(self, teacher_out: Tensor) -> None:
         """center <- m * center + (1 - m) * mean teacher output over the global batch."""
-        batch_sum = teacher_out.float().sum(dim=0, keepdim=True)
+        batch_sum = teacher_out.to(self.center.dtype).sum(dim=0, keepdim=True)
         count = teacher_out.shape[0]
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(batch_sum)

@@ -14,6 +14,14 @@ def _identity(batch):
     return batch
 
 
+def _loader(source, batches, num_workers, pin_memory) -> DataLoader:
+    # The DataLoader draws its workers' base seed from the generator it is given, or else from the
+    # global RNG; a private generator keeps the global stream (drop path) identical across resumes.
+    return DataLoader(source, batch_sampler=batches, collate_fn=_identity, num_workers=num_workers,
+                      pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
+                      generator=torch.Generator().manual_seed(0))
+
+
 class BatchLoader:
     """Per-epoch seeded permutation, split by rank, last incomplete batch dropped.
 
@@ -41,10 +49,7 @@ class BatchLoader:
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Yield ``(images uint8 [B,C,S,S], hw [B,2])`` from step ``start_step`` of ``epoch``."""
         batches = self.batch_indices(epoch)[start_step:]
-        loader = DataLoader(self.source, batch_sampler=batches, collate_fn=_identity,
-                            num_workers=self.num_workers, pin_memory=self.pin_memory,
-                            persistent_workers=False, prefetch_factor=4 if self.num_workers else None)
-        for images, hw, _ in loader:
+        for images, hw, _ in _loader(self.source, batches, self.num_workers, self.pin_memory):
             yield images, hw
 
 
@@ -52,5 +57,4 @@ def eval_batches(source: ImageSource, batch_size: int, num_workers: int = 0, pin
     """All images in order, as ``(images, hw, labels)`` batches (the last one may be short)."""
     idx = list(range(len(source)))
     batches = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
-    return DataLoader(source, batch_sampler=batches, collate_fn=_identity, num_workers=num_workers,
-                      pin_memory=pin_memory, prefetch_factor=4 if num_workers else None)
+    return _loader(source, batches, num_workers, pin_memory)

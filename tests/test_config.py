@@ -1,0 +1,69 @@
+"""Typed config loading, and the one-line errors (exit code 2) of the CLI."""
+
+import pytest
+
+from dinolite.cli import main
+from dinolite.config import load_config
+from dinolite.errors import UserError
+from tests.helpers import tiny_overrides
+
+
+def test_recipes_load_with_their_values():
+    q = load_config()
+    assert q.recipe == "quickstart" and q.data.source == "fashion_mnist" and q.augment.mean == [0.286]
+    v = load_config("vit_small_imagenet")
+    assert (v.model.arch, v.model.out_dim, v.augment.local_crops_number) == ("vit_small_patch16_224", 65536, 8)
+    assert (v.optim.lr, v.optim.warmup_epochs, v.optim.momentum_teacher) == (0.0005, 10, 0.996)
+    assert v.augment.blur_p == [1.0, 0.1, 0.5] and v.loss.center_momentum == 0.9
+
+
+def test_overrides_are_typed():
+    cfg = load_config(None, ["optim.epochs=3", "augment.local_crops_scale=[0.1,0.3]", "model.norm_last_layer=false"])
+    assert cfg.optim.epochs == 3 and cfg.augment.local_crops_scale == [0.1, 0.3]
+    assert cfg.model.norm_last_layer is False
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("optim.epochz=3", "epochz"),
+    ("optim.epochs=many", "optim.epochs"),
+    ("optim.epochs", "key=value"),
+    ("augment.global_crops_scale=[0.5,0.1]", "global_crops_scale"),
+])
+def test_bad_config_is_one_line_error(override, fragment):
+    with pytest.raises(UserError, match=fragment) as err:
+        load_config(None, [override])
+    assert "\n" not in str(err.value)
+
+
+def run_cli(capsys, *args):
+    code = main(["pretrain", "--no-progress", *args])
+    captured = capsys.readouterr()
+    return code, captured.err.strip()
+
+
+@pytest.mark.parametrize("override,fragment", [
+    ("optim.batch_sizes=8", "batch_sizes"),
+    ("optim.batch_size=eight", "optim.batch_size"),
+])
+def test_cli_rejects_bad_keys_and_types_with_exit_code_2(capsys, override, fragment):
+    code, err = run_cli(capsys, override)
+    assert code == 2 and err.startswith("dinolite: error:") and fragment in err
+    assert "Traceback" not in err and len(err.splitlines()) == 1
+
+
+def test_cli_missing_data_path(capsys, tmp_path):
+    code, err = run_cli(capsys, f"data.root={tmp_path}/no-such-dir", f"train.output_dir={tmp_path}/run")
+    assert code == 2 and "no-such-dir" in err and "apt-get install dataset-fashion-mnist" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_cli_missing_config_file(capsys):
+    assert run_cli(capsys, "--config", "nope.yaml")[0] == 2
+
+
+def test_cli_run_dir_of_another_recipe(capsys, tmp_path):
+    run = tmp_path / "run"
+    code, _ = run_cli(capsys, *tiny_overrides(run, **{"train.stop_after_steps": 1}))
+    assert code == 0
+    code, err = run_cli(capsys, "--config", "vit_small_imagenet", f"train.output_dir={run}")
+    assert code == 2 and "recipe 'quickstart'" in err and len(err.splitlines()) == 1
