@@ -5,32 +5,17 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .commands import pretrain
 from .errors import UserError
 
-
-def _pretrain(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .train import TrainingDiverged, pretrain
-
-    cfg = load_config(args.config, args.overrides)
-    try:
-        pretrain(cfg, progress=not args.no_progress)
-    except TrainingDiverged as err:
-        print(f"dinolite: training stopped: {err}", file=sys.stderr)
-        return 1
-    return 0
+COMMANDS = [pretrain]  # each module registers its own subcommand
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dinolite", description="DINO self-supervised pretraining.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("pretrain", help="pretrain (or resume) a run; default recipe: quickstart",
-                       description="Pretrain with a recipe from configs/ plus key=value overrides. "
-                                   "A run directory that holds checkpoints is resumed.")
-    p.add_argument("--config", default=None, help="recipe name (quickstart, vit_small_imagenet) or YAML path")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (metric lines still written)")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.epochs=5 train.output_dir=runs/x")
-    p.set_defaults(func=_pretrain)
+    for command in COMMANDS:
+        command.register(sub)
     return parser
 
 

@@ -1,0 +1,29 @@
+"""``dinolite pretrain``: train (or resume) a run from a recipe plus key=value overrides."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..config import load_config
+    from ..train import TrainingDiverged, pretrain
+
+    cfg = load_config(args.config, args.overrides)
+    try:
+        pretrain(cfg, progress=not args.no_progress)
+    except TrainingDiverged as err:
+        print(f"dinolite: training stopped: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("pretrain", help="pretrain (or resume) a run; default recipe: quickstart",
+                       description="Pretrain with a recipe from configs/ plus key=value overrides. "
+                                   "A run directory that holds checkpoints is resumed.")
+    p.add_argument("--config", default=None, help="recipe name (quickstart, vit_small_imagenet) or YAML path")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (metric lines still written)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.epochs=5 train.output_dir=runs/x")
+    p.set_defaults(func=run)
