@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import pretrain
+from .commands import attention, export, knn, linear, plot, pretrain, shards
 from .errors import UserError
 
-COMMANDS = [pretrain]  # each module registers its own subcommand
+COMMANDS = [pretrain, shards, knn, linear, export, attention, plot]  # each module registers its own subcommand
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,14 +21,17 @@ DEFAULT_RECIPE = "quickstart"
 
 @dataclass
 class DataConfig:
-    source: str = "folder"  # "folder" (class sub-folders) or "fashion_mnist" (idx files)
-    root: str = "data/imagenet"  # folder: holds train_dir/ and val_dir/; fashion_mnist: the idx files
+    source: str = "folder"  # "folder" (class sub-folders), "fashion_mnist" (idx files) or "shards" (webdataset)
+    root: str = "data/imagenet"  # folder: holds train_dir/ and val_dir/; fashion_mnist: the idx files;
+    # shards: the training shards (a directory, its manifest.json, or a brace pattern; see docs/data.md)
     train_dir: str = "train"
     val_dir: str = "val"
     decode_size: int = 256  # CPU workers bound the longer side to this many pixels (uint8 only)
     num_workers: int = 8
     subset: int = 0  # use only the first N training images (0 = all); for tests and quick looks
     test_subset: int = 0  # likewise for the evaluation split
+    eval_shards: str = ""  # shards: the evaluation split's shards (same forms as root)
+    shuffle_buffer: int = 1000  # shards: encoded samples each worker shuffles among
 
 
 @dataclass
@@ -172,7 +175,12 @@ def validate(cfg: Config) -> None:
     """Checks that types alone cannot express; each failure names the key and the fix."""
     a, d, m, o = cfg.augment, cfg.data, cfg.model, cfg.optim
     checks = [
-        (d.source in ("folder", "fashion_mnist"), "data.source must be 'folder' or 'fashion_mnist'"),
+        (d.source in ("folder", "fashion_mnist", "shards"), "data.source must be 'folder', 'fashion_mnist' or 'shards'"),
+        (d.source != "shards" or not (d.subset or d.test_subset),
+         "data.subset/test_subset do not apply to shards: write fewer samples with 'dinolite shards --subset N'"),
+        (d.source != "shards" or bool(d.eval_shards) or not cfg.eval.knn_at_end,
+         "data.source=shards needs data.eval_shards (the test split's shards) for the k-NN, or eval.knn_at_end=false"),
+        (d.shuffle_buffer >= 1, "data.shuffle_buffer must be >= 1"),
         (len(a.global_crops_scale) == 2 and 0 < a.global_crops_scale[0] <= a.global_crops_scale[1] <= 1,
          "augment.global_crops_scale must be [low, high] with 0 < low <= high <= 1"),
         (len(a.local_crops_scale) == 2 and 0 < a.local_crops_scale[0] <= a.local_crops_scale[1] <= 1,

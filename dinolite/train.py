@@ -18,7 +18,7 @@ from tqdm import tqdm
 from . import checkpoint as ckpt
 from .augment import EvalTransform, MultiCrop
 from .config import Config, read_saved_config, save_config
-from .data import BatchLoader, ImageSource, build_source
+from .data import ImageSource, build_loader, build_source
 from .distributed import DistInfo, barrier, init_from_env
 from .errors import UserError
 from .eval.features import extract_features
@@ -100,8 +100,8 @@ class Pretrainer:
         if len(self.source) < cfg.optim.batch_size * self.dist.world:
             raise UserError(f"{len(self.source)} training images are fewer than one global batch "
                             f"({cfg.optim.batch_size} x {self.dist.world}): lower optim.batch_size")
-        self.loader = BatchLoader(self.source, cfg.optim.batch_size, cfg.train.seed, cfg.data.num_workers,
-                                  self.dist.rank, self.dist.world, pin_memory=self.device.type == "cuda")
+        self.loader = build_loader(self.source, cfg.optim.batch_size, cfg.train.seed, cfg.data.num_workers,
+                                   self.dist.rank, self.dist.world, pin_memory=self.device.type == "cuda")
         self.global_batch = cfg.optim.batch_size * self.dist.world
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
@@ -217,7 +217,7 @@ class Pretrainer:
                     record = {"step": self.step, "epoch": self.step / spe, "loss": loss_sum.item() / n,
                               "lr": sched.lr, "wd": sched.wd, "momentum": sched.momentum,
                               "teacher_temp": sched.teacher_temp, "teacher_entropy": entropy.item(),
-                              "kl_uniform": kl.item(),
+                              "kl_uniform": kl.item(), "skipped_samples": self.loader.skipped_samples(),
                               "images_per_s": n * self.global_batch / max(now - last_log, 1e-9)}
                     warning = self.monitor.update(record["teacher_entropy"])
                     if warning:
@@ -235,6 +235,7 @@ class Pretrainer:
                 if self.step >= stop:
                     break
         bar.close()
+        self.skipped = self.loader.skipped_samples()  # bad samples (shards); with several ranks every rank calls it
         if self.dist.is_main and self.step >= self.total_steps:
             self.export_teacher()
 
@@ -288,7 +289,8 @@ def pretrain(cfg: Config, progress: bool = True) -> dict[str, float]:
         print(line, flush=True)
     if trainer.dist.is_main:
         state = "finished" if done else "stopped"
-        print(f"{state} at step {trainer.step}/{trainer.total_steps} in {time.time() - t0:.0f} s; "
+        skipped = f"{trainer.skipped} bad samples skipped; " if cfg.data.source == "shards" else ""
+        print(f"{state} at step {trainer.step}/{trainer.total_steps} in {time.time() - t0:.0f} s; {skipped}"
               f"run directory {trainer.run_dir}", flush=True)
     return results
 

@@ -14,20 +14,35 @@ from .base import ImageSource
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def decode_bounded(path: Path, size: int) -> torch.Tensor:
-    """Decode to RGB uint8 ``[3, H, W]`` with the longer side at most ``size`` (antialiased).
+def decode_bounded(file, size: int, mode: str = "RGB") -> torch.Tensor:
+    """Decode a path or binary file object to uint8 ``[C, H, W]`` with the longer side at most ``size``.
 
-    JPEG ``draft`` mode lets the decoder skip detail it would throw away, which makes large
-    photos several times cheaper to bound.
+    ``mode`` is "RGB" (3 channels) or "L" (1 channel). JPEG ``draft`` mode lets the decoder skip
+    detail it would throw away, which makes large photos several times cheaper to bound. The image
+    folder and the shard stream both decode through here, so they bound images identically.
     """
-    with Image.open(path) as im:
-        im.draft("RGB", (size, size))
-        im = im.convert("RGB")
+    with Image.open(file) as im:
+        im.draft(mode, (size, size))
+        im = im.convert(mode)
         w, h = im.size
         scale = size / max(h, w)
         if scale < 1:
             im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=3.0)
-        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
+        arr = np.asarray(im)
+        if arr.ndim == 2:  # "L" images come back without a channel axis
+            arr = arr[:, :, None]
+        return torch.from_numpy(arr.copy()).permute(2, 0, 1)
+
+
+def pad_batch(images: list[torch.Tensor], channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Write each ``[C, h, w]`` image into the top-left of a zero ``[B, C, size, size]`` canvas; returns it and ``hw``."""
+    out = torch.zeros(len(images), channels, size, size, dtype=torch.uint8)
+    hw = torch.empty(len(images), 2, dtype=torch.int64)
+    for row, img in enumerate(images):
+        h, w = img.shape[-2:]
+        out[row, :, :h, :w] = img
+        hw[row, 0], hw[row, 1] = h, w
+    return out, hw
 
 
 class ImageFolder(ImageSource):
@@ -63,11 +78,5 @@ class ImageFolder(ImageSource):
             raise UserError(f"cannot decode {self.files[index]}: {err}; remove or replace the file") from None
 
     def __getitems__(self, indices):
-        images = torch.zeros(len(indices), 3, self.size, self.size, dtype=torch.uint8)
-        hw = torch.empty(len(indices), 2, dtype=torch.int64)
-        for row, i in enumerate(indices):
-            img = self.load(i)
-            h, w = img.shape[-2:]
-            images[row, :, :h, :w] = img
-            hw[row, 0], hw[row, 1] = h, w
+        images, hw = pad_batch([self.load(i) for i in indices], 3, self.size)
         return images, hw, self.labels[torch.as_tensor(indices, dtype=torch.int64)]

@@ -52,9 +52,20 @@ class BatchLoader:
         for images, hw, _ in _loader(self.source, batches, self.num_workers, self.pin_memory):
             yield images, hw
 
+    def skipped_samples(self) -> int:
+        """Indexable sources stop on a bad image (a UserError naming it), so nothing is ever skipped."""
+        return 0
 
-def eval_batches(source: ImageSource, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
-    """All images in order, as ``(images, hw, labels)`` batches (the last one may be short)."""
+
+def eval_batches(source, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
+    """All images in order, as ``(images, hw, labels)`` batches (the last one may be short).
+
+    Accepts an indexable ``ImageSource`` or a streamed ``ShardSet`` (shard order; bad samples skipped).
+    """
+    from .shards import ShardSet
+
+    if isinstance(source, ShardSet):
+        return source.eval_batches(batch_size, num_workers, pin_memory)
     idx = list(range(len(source)))
     batches = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
     return _loader(source, batches, num_workers, pin_memory)

@@ -1,0 +1,137 @@
+"""What the evaluation commands share: which weights, which data, which device, where the cache is.
+
+``--data`` takes ``key=value`` items on top of the data/eval settings the weights came with (the
+run's config.yaml, or the export's JSON; the dataclass defaults for an official DINO checkpoint).
+A bare key is a ``data.`` key (``--data root=/x source=folder``); ``eval.*`` and ``augment.mean/std``
+keys are accepted too (``--data eval.image_size=224``). The sources come from
+``dinolite.data.build_source``, so every data source the pretraining reads works here.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from ..augment import EvalTransform
+from ..config import Config, validate
+from ..errors import UserError
+from ..weights import BackboneSpec, resolve
+
+SECTIONS = ("data", "eval", "augment")
+
+
+def add_target_args(p: argparse.ArgumentParser, data: bool = True) -> None:
+    p.add_argument("target", metavar="RUN_OR_CHECKPOINT",
+                   help="run directory, checkpoint (.pt/.pth, dinolite or official DINO), export directory or .safetensors")
+    p.add_argument("--checkpoint-key", default="teacher", choices=["teacher", "student"],
+                   help="which network of a training checkpoint (default: teacher)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    if data:
+        p.add_argument("--data", nargs="+", default=[], metavar="KEY=VALUE",
+                       help="data/eval settings on top of the run's: e.g. root=/data/imagenet source=folder eval.image_size=224")
+        p.add_argument("--cache-dir", default=None, help="feature cache folder (default: <run or checkpoint folder>/features)")
+        p.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
+        p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def device_of(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda but no CUDA device is visible: use --device cpu or auto")
+    return torch.device(name)
+
+
+def eval_config(base: Config | None, items: list[str]) -> Config:
+    """``base`` (or the defaults) with ``--data`` items merged, type-checked like any override."""
+    dotlist = []
+    for item in items:
+        if "=" not in item or item.startswith("="):
+            raise UserError(f"--data item {item!r} is not key=value: write e.g. root=/data/imagenet")
+        key = item.split("=", 1)[0]
+        if key.split(".")[0] not in SECTIONS:
+            item = "data." + item
+        dotlist.append(item)
+    cfg = OmegaConf.structured(base if base is not None else Config())
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
+    except OmegaConfBaseException as err:
+        raise UserError(f"bad --data item: {str(err).splitlines()[0]}; see dinolite/config.py for the keys") from None
+    out: Config = OmegaConf.to_object(cfg)
+    validate(out)
+    return out
+
+
+@dataclass
+class EvalSetup:
+    """Weights, config, device, transform and cache folder of one evaluation command."""
+
+    spec: BackboneSpec
+    cfg: Config
+    device: torch.device
+    backbone: torch.nn.Module
+    transform: EvalTransform
+    cache_dir: Path | None
+    progress: bool
+    key: str
+
+    def cache_spec(self, split: str, kind: str, n: int) -> dict:
+        """Everything besides the weights that determines the features of ``split``."""
+        data = OmegaConf.to_container(OmegaConf.structured(self.cfg.data))
+        data.pop("num_workers", None)
+        e, a = self.cfg.eval, self.cfg.augment
+        return {"split": split, "kind": kind, "n": n, "data": data, "key": self.key, "image_size": e.image_size,
+                "crop_ratio": e.crop_ratio, "mean": list(a.mean), "std": list(a.std)}
+
+
+def setup(args: argparse.Namespace) -> EvalSetup:
+    spec = resolve(args.target, args.checkpoint_key)
+    cfg = eval_config(spec.config, getattr(args, "data", []))
+    device = device_of(args.device)
+    backbone = spec.build().to(device)
+    in_chans = spec.kwargs.get("in_chans", 3)
+    if len(cfg.augment.mean) != in_chans:
+        raise UserError(f"the backbone takes {in_chans} channel(s) but augment.mean has {len(cfg.augment.mean)} "
+                        f"value(s): pass --data augment.mean=[...] augment.std=[...] with {in_chans} value(s)")
+    transform = EvalTransform(cfg.eval.image_size, cfg.eval.crop_ratio, cfg.augment.mean, cfg.augment.std).to(device)
+    cache_dir = None
+    if not getattr(args, "no_cache", True):
+        target = Path(args.target)
+        default = (target if target.is_dir() else target.parent) / "features"
+        cache_dir = Path(args.cache_dir) if args.cache_dir else default
+    return EvalSetup(spec, cfg, device, backbone, transform, cache_dir, not getattr(args, "no_progress", False),
+                     args.checkpoint_key)
+
+
+def features(s: EvalSetup, split: str, model: torch.nn.Module | None = None, kind: str = "cls"):
+    """``(features, labels, source)`` of ``split`` through ``model`` (default: the backbone), cached."""
+    from ..data import build_source
+    from ..eval.cache import cache_path, cached_features
+    from ..eval.features import extract_features
+
+    source = build_source(s.cfg.data, split)
+    if source.channels != len(s.cfg.augment.mean):
+        raise UserError(f"the {split} images have {source.channels} channel(s) but augment.mean has "
+                        f"{len(s.cfg.augment.mean)} value(s): set --data augment.mean=[...] augment.std=[...]")
+    path = None
+    if s.cache_dir is not None:
+        try:
+            n = len(source)
+        except TypeError:  # a streamed source without a length: its config already names it
+            n = -1
+        path = cache_path(s.cache_dir, s.spec.fingerprint(), split, s.cache_spec(split, kind, n))
+
+    def compute():
+        return extract_features(model or s.backbone, source, s.transform, s.device, batch_size=s.cfg.eval.batch_size,
+                                num_workers=s.cfg.data.num_workers, desc=f"{split} features", progress=s.progress)
+
+    feats, labels, hit = cached_features(path, compute, s.device)
+    if s.progress:
+        print(f"{split}: {len(labels)} images, {feats.shape[1]}-dim features "
+              f"({'read from' if hit else 'written to'} {path})" if path else f"{split}: {len(labels)} images")
+    return feats, labels, source

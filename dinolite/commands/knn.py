@@ -1,0 +1,47 @@
+"""``dinolite knn``: weighted k-NN (k = 10, 20, 100, 200 at once) of a frozen backbone's CLS features.
+
+The train split is the bank, the test split the queries; features are extracted once and cached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import add_target_args, features, setup
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import UserError
+    from ..eval.knn import knn_accuracies
+
+    s = setup(args)
+    bank, bank_labels, train = features(s, "train")
+    queries, labels, _ = features(s, "test")
+    num_classes = max(train.num_classes, int(bank_labels.max()) + 1, int(labels.max()) + 1)
+    if args.temperature <= 0:
+        raise UserError("--temperature must be > 0")
+    acc = knn_accuracies(queries, labels, bank, bank_labels, num_classes, args.k, args.temperature,
+                         query_chunk=args.query_chunk, bank_chunk=args.bank_chunk)
+    print(f"weighted k-NN, T={args.temperature}, {s.key} of {s.spec.source}: {len(bank)} bank, {len(queries)} queries")
+    print("    k   top-1   top-5")
+    for k, a in acc.items():
+        print(f"{k:5d}  {a['top1']:6.2f}  {a['top5']:6.2f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"source": str(s.spec.source), "checkpoint_key": s.key, "temperature": args.temperature,
+                       "bank": len(bank), "queries": len(queries), "knn": {str(k): v for k, v in acc.items()}}, f, indent=2)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("knn", help="weighted k-NN accuracy of a pretrained backbone",
+                       description="Weighted k-NN (DINO): train split as bank, test split as queries, "
+                                   "k = 10, 20, 100, 200 reported together.")
+    add_target_args(p)
+    p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200])
+    p.add_argument("--temperature", type=float, default=0.07)
+    p.add_argument("--query-chunk", type=int, default=1024, help="queries per similarity block")
+    p.add_argument("--bank-chunk", type=int, default=65536, help="bank items per similarity block")
+    p.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    p.set_defaults(func=run)

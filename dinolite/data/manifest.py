@@ -1,0 +1,133 @@
+"""The shard manifest: which tar shards make a split, how many samples each holds, and the image format.
+
+``dinolite shards`` writes ``manifest.json`` next to the shards, after the last shard is complete.
+Readers take their sample counts from it, so an epoch over shards has a known length before a
+single byte of image data is read (schedules, progress bars and checkpoints need that).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from webdataset.shardlists import expand_urls
+
+from ..errors import UserError
+
+MANIFEST = "manifest.json"
+FORMAT = "dinolite-shards"
+VERSION = 1
+
+
+@dataclass
+class ShardInfo:
+    path: Path
+    count: int  # samples the writer put in the shard
+    size: int = 0  # bytes of the complete shard (0 = unknown)
+
+
+@dataclass
+class ShardList:
+    """The resolved shards of one split plus what every sample in them looks like."""
+
+    shards: list[ShardInfo]
+    classes: list[str]
+    channels: int = 3
+    max_side: int = 0  # longest image side in the split (0 = unknown)
+    spec: str = ""  # what the user wrote (for messages)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(s.count for s in self.shards)
+
+
+def manifest_dict(shards: list[dict], classes: list[str], channels: int, max_side: int, source: str) -> dict:
+    """The JSON written by ``dinolite shards``; ``shards`` holds ``{"name", "count", "bytes"}`` entries."""
+    return {"format": FORMAT, "version": VERSION, "source": source, "channels": channels, "classes": classes,
+            "max_side": max_side, "total": sum(s["count"] for s in shards), "shards": shards}
+
+
+def write_manifest(directory: Path, manifest: dict) -> Path:
+    """Atomically (temp file, then rename) write ``directory/manifest.json``."""
+    path = directory / MANIFEST
+    tmp = directory / f".{MANIFEST}.tmp"
+    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("shards"), list):
+            raise ValueError("not a dinolite shard manifest")
+        for s in data["shards"]:
+            if not isinstance(s.get("name"), str) or not isinstance(s.get("count"), int):
+                raise ValueError("every shard entry needs a 'name' and an integer 'count'")
+        return data
+    except (OSError, ValueError) as err:
+        raise UserError(f"cannot read shard manifest {path}: {err}; rewrite the shards with 'dinolite shards'") from None
+
+
+def resolve_shards(spec: str) -> ShardList:
+    """Turn a directory, a manifest path, or a brace pattern into the list of shards it names.
+
+    A pattern (``/data/train-{000000..000127}.tar``) selects shards listed in the
+    ``manifest.json`` of their directory. Every named shard must exist: a missing shard or a
+    pattern that names nothing is a :class:`UserError` here, before any training starts.
+    """
+    if not spec.strip():
+        raise UserError("no shards given: set data.root (or data.eval_shards) to a shard directory, "
+                        "its manifest.json, or a brace pattern such as /data/train-{000000..000127}.tar")
+    path = Path(spec)
+    if path.is_dir():
+        manifest_path, names = path / MANIFEST, None
+        if not manifest_path.is_file():
+            raise UserError(f"{path} holds no {MANIFEST} (shard writing unfinished or interrupted?): "
+                            f"write the shards with 'dinolite shards SOURCE --out {path}'")
+    elif path.suffix == ".json":
+        if not path.is_file():
+            raise UserError(f"shard manifest {path} not found: check data.root / data.eval_shards")
+        manifest_path, names = path, None
+    else:
+        expanded = [Path(p) for p in expand_urls(spec) if p]
+        if not expanded:
+            raise UserError(f"the shard pattern {spec!r} names no shards: fix the pattern")
+        parents = {p.parent for p in expanded}
+        if len(parents) != 1:
+            raise UserError(f"the shard pattern {spec!r} spans several directories: give one directory's shards")
+        manifest_path, names = parents.pop() / MANIFEST, [p.name for p in expanded]
+        missing = [p for p in expanded if not p.is_file()]
+        if missing:
+            raise UserError(f"shard {missing[0]} is missing ({len(missing)} of the {len(expanded)} shards of "
+                            f"{spec!r}): restore it, or name only the shards that exist")
+        if not manifest_path.is_file():
+            raise UserError(f"no {MANIFEST} beside the shards of {spec!r}: shards need the manifest that "
+                            f"'dinolite shards' writes (it holds the sample counts)")
+    data = _read_manifest(manifest_path)
+    listed = {s["name"]: s for s in data["shards"]}
+    if names is None:
+        names = [s["name"] for s in data["shards"]]
+    unknown = [n for n in names if n not in listed]
+    if unknown:
+        raise UserError(f"shard {unknown[0]} of {spec!r} is not listed in {manifest_path}: fix the pattern")
+    if not names:
+        raise UserError(f"{manifest_path} lists no shards: rewrite the shards with 'dinolite shards'")
+    shards, warnings = [], []
+    for name in names:
+        info = ShardInfo(manifest_path.parent / name, listed[name]["count"], listed[name].get("bytes", 0))
+        if not info.path.is_file():
+            raise UserError(f"shard {info.path} is missing ({len(names)} shards in {spec!r}): restore it, "
+                            f"or name only the shards that exist")
+        if info.size and info.path.stat().st_size < info.size:
+            warnings.append(f"shard {info.path} is shorter than the manifest says (truncated?); "
+                            f"its unreadable samples will be skipped and counted")
+        shards.append(info)
+    result = ShardList(shards, list(data.get("classes", [])), int(data.get("channels", 3)),
+                       int(data.get("max_side", 0)), spec, warnings)
+    if result.total == 0:
+        raise UserError(f"the shards of {spec!r} hold no samples: rewrite them with 'dinolite shards'")
+    return result

@@ -1,0 +1,243 @@
+"""Find a backbone's weights wherever they are: a run directory, a dinolite checkpoint, an export,
+the run's ``teacher_backbone.safetensors``, or an official DINO checkpoint (facebookresearch/dino).
+
+Everything is read without executing code: ``.pt``/``.pth`` files through ``torch.load(...,
+weights_only=True)`` and ``.safetensors`` files through safetensors. The result is a timm
+VisionTransformer (the names DINO's own ViT used for patch_embed, cls_token, pos_embed, blocks
+and norm are timm's names, so official weights map on after stripping wrapper prefixes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import timm
+import torch
+from omegaconf import OmegaConf
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open
+from torch import nn
+
+from . import checkpoint as ckpt
+from .config import Config, read_saved_config
+from .errors import UserError
+from .models import backbone_kwargs
+
+EXPORT_JSON = "config.json"
+EXPORT_WEIGHTS = "model.safetensors"
+_PREFIXES = ("module.", "backbone.", "_orig_mod.")
+
+
+@dataclass
+class BackboneSpec:
+    """A timm ViT's name and ``create_model`` kwargs, its weights, and where they came from."""
+
+    arch: str
+    kwargs: dict
+    state_dict: dict
+    source: Path  # the file the weights were read from
+    kind: str  # "dinolite-checkpoint", "dinolite-export", "dino-official"
+    config: Config | None = None  # the run's config when known (data, eval transform, normalisation)
+    extra: dict = field(default_factory=dict)
+
+    def build(self) -> nn.Module:
+        """The timm model with these weights, in eval mode; mismatches raise a one-line UserError."""
+        model = timm.create_model(self.arch, pretrained=False, **self.kwargs)
+        load_into(model, self.state_dict, self.source)
+        return model.eval()
+
+    def fingerprint(self) -> str:
+        """16 hex digits of the weights file's SHA-256 (names feature caches)."""
+        return file_sha256(self.source)[:16]
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_weights_file(path: Path) -> tuple[dict, dict]:
+    """``(object, safetensors metadata)`` of a ``.safetensors`` or torch file, never running pickled code."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path} not found: pass a run directory, a checkpoint file or an export directory")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = f.metadata() or {}
+            return load_file(str(path)), meta
+        except (SafetensorError, OSError, ValueError) as err:
+            raise UserError(f"{path} is not a readable safetensors file ({err})") from None
+    try:
+        # Official DINO training checkpoints hold their argparse.Namespace of arguments: a plain
+        # attribute bag that is allow-listed; anything else that needs code stays refused.
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return ckpt.load(path), {}
+    except pickle.UnpicklingError as err:
+        text = str(err)
+        if "Weights only load failed" in text and ("global" in text.lower() or "reduce" in text.lower()):
+            raise UserError(f"refused to load {path}: it holds pickled objects that would run code "
+                            f"(only tensors and plain containers are loaded; re-save its state_dict)") from None
+        raise UserError(f"{path} is not a dinolite or DINO checkpoint (not a torch file of tensors)") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        raise UserError(f"{path} is not a dinolite or DINO checkpoint "
+                        f"(torch cannot read it: {str(err).splitlines()[0][:160]})") from None
+
+
+def strip_prefixes(state: dict) -> dict:
+    """Drop wrapper prefixes (``module.`` of DDP, ``backbone.`` of DINO's MultiCropWrapper) and heads."""
+    out = {}
+    for name, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for p in _PREFIXES:
+                if name.startswith(p):
+                    name, changed = name[len(p):], True
+        if name.startswith("head."):  # the DINO projection head is not part of the backbone
+            continue
+        out[name] = value
+    return out
+
+
+def _is_tensor_dict(obj) -> bool:
+    return isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())
+
+
+def pick_state(obj, checkpoint_key: str, path: Path) -> tuple[dict, str]:
+    """The backbone's tensors inside a loaded checkpoint object, and which layout it had."""
+    if not isinstance(obj, dict):
+        raise UserError(f"{path} is not a dinolite or DINO checkpoint (it holds a {type(obj).__name__}, not a dict of tensors)")
+    if "teacher" in obj or "student" in obj:
+        if checkpoint_key not in obj:
+            raise UserError(f"{path} has no '{checkpoint_key}' entry (it has {sorted(obj)[:8]}): "
+                            f"pass --checkpoint-key teacher or student")
+        state = obj[checkpoint_key]
+        kind = "dinolite-checkpoint" if "config" in obj else "dino-official"
+    elif "state_dict" in obj or "model" in obj:
+        state, kind = obj.get("state_dict", obj.get("model")), "dino-official"
+    else:
+        state, kind = obj, "dino-official"
+    if not _is_tensor_dict(state):
+        raise UserError(f"{path} is not a dinolite or DINO checkpoint: no dict of tensors under the expected keys")
+    state = strip_prefixes(state)
+    if "cls_token" not in state or "patch_embed.proj.weight" not in state:
+        raise UserError(f"{path} is not a dinolite or DINO ViT checkpoint: no cls_token / patch_embed.proj.weight "
+                        f"after stripping module./backbone. prefixes (first keys: {list(state)[:4]})")
+    return state, kind
+
+
+def infer_vit_kwargs(state: dict) -> tuple[str, dict]:
+    """timm name and kwargs of the ViT that fits an official DINO state dict.
+
+    Width, depth, patch size, channels, MLP ratio, qkv bias and the training resolution are read
+    from the tensors; the number of heads is not stored anywhere, so it follows DINO's rule of
+    64 dimensions per head (ViT-S/16: 384 / 6, ViT-B/16: 768 / 12).
+    """
+    embed_dim = state["cls_token"].shape[-1]
+    proj = state["patch_embed.proj.weight"]
+    patch = proj.shape[-1]
+    depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    tokens = state["pos_embed"].shape[1] - 1
+    grid = round(tokens ** 0.5)
+    kw = dict(num_classes=0, dynamic_img_size=True, img_size=grid * patch, in_chans=proj.shape[1],
+              patch_size=patch, embed_dim=embed_dim, depth=depth, num_heads=max(1, embed_dim // 64),
+              mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / embed_dim,
+              qkv_bias="blocks.0.attn.qkv.bias" in state)
+    names = {192: "vit_tiny_patch16_224", 384: "vit_small_patch16_224", 768: "vit_base_patch16_224"}
+    return names.get(embed_dim, "vit_base_patch16_224"), kw
+
+
+def load_into(model: nn.Module, state: dict, source: Path) -> None:
+    """Strict load with a one-line error that lists missing and unexpected keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def few(xs):
+            return ", ".join(xs[:6]) + (f" (+{len(xs) - 6} more)" if len(xs) > 6 else "") if xs else "none"
+        raise UserError(f"{source} does not fit the ViT: missing keys: {few(missing)}; unexpected keys: "
+                        f"{few(unexpected)}; shape mismatches: {few(shapes)}")
+    model.load_state_dict(state)
+
+
+def _from_run_dir(run_dir: Path, checkpoint_key: str) -> BackboneSpec:
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(f"{run_dir} is not a dinolite run directory (no config.yaml) nor an export directory")
+    cfg = read_saved_config(cfg_path)
+    path = ckpt.list_checkpoints(run_dir)
+    if path:
+        newest, obj = ckpt.latest_valid(run_dir)
+        if obj is None:
+            raise UserError(f"no checkpoint in {run_dir} can be read; pass a checkpoint file")
+        return _from_object(obj, {}, newest, checkpoint_key, cfg)
+    exported = run_dir / "teacher_backbone.safetensors"
+    if exported.is_file() and checkpoint_key == "teacher":
+        return from_file(exported, checkpoint_key)
+    raise UserError(f"{run_dir} holds no checkpoint yet: run 'dinolite pretrain' first")
+
+
+def _from_object(obj, meta: dict, path: Path, checkpoint_key: str, cfg: Config | None = None) -> BackboneSpec:
+    if meta.get("arch") and meta.get("timm_kwargs"):  # teacher_backbone.safetensors of a run
+        kwargs = OmegaConf.to_container(OmegaConf.create(meta["timm_kwargs"]))
+        cfg = cfg or _run_config_near(path)
+        return BackboneSpec(meta["arch"], kwargs, obj, path, "dinolite-export", cfg)
+    state, kind = pick_state(obj, checkpoint_key, path)
+    if kind == "dinolite-checkpoint":
+        cfg = cfg or OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), obj["config"]))
+        kwargs = backbone_kwargs(cfg.model, len(cfg.augment.mean), cfg.augment.global_crops_size, 0.0)
+        return BackboneSpec(cfg.model.arch, kwargs, state, path, kind, cfg)
+    arch, kwargs = infer_vit_kwargs(state)
+    return BackboneSpec(arch, kwargs, state, path, kind, None)
+
+
+def _run_config_near(path: Path) -> Config | None:
+    saved = Path(path).parent / "config.yaml"
+    return read_saved_config(saved) if saved.is_file() else None
+
+
+def _from_export_dir(folder: Path) -> BackboneSpec:
+    info = json.loads((folder / EXPORT_JSON).read_text())
+    if "timm_model" not in info:
+        raise UserError(f"{folder / EXPORT_JSON} is not a dinolite export (no 'timm_model')")
+    weights = folder / info.get("file", EXPORT_WEIGHTS)
+    state, _ = read_weights_file(weights)
+    cfg = None
+    if "dinolite_config" in info:
+        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), info["dinolite_config"]))
+    return BackboneSpec(info["timm_model"], info["timm_kwargs"], state, weights, "dinolite-export", cfg, info)
+
+
+def from_file(path: Path, checkpoint_key: str = "teacher") -> BackboneSpec:
+    obj, meta = read_weights_file(path)
+    return _from_object(obj, meta, Path(path), checkpoint_key)
+
+
+def resolve(path: str | Path, checkpoint_key: str = "teacher") -> BackboneSpec:
+    """A run directory, an export directory (or its config.json), or a weights file -> BackboneSpec."""
+    if checkpoint_key not in ("teacher", "student"):
+        raise UserError(f"--checkpoint-key must be teacher or student, not {checkpoint_key!r}")
+    path = Path(path)
+    if path.is_dir():
+        if (path / EXPORT_JSON).is_file():
+            return _from_export_dir(path)
+        return _from_run_dir(path, checkpoint_key)
+    if path.name == EXPORT_JSON and path.is_file():
+        return _from_export_dir(path.parent)
+    return from_file(path, checkpoint_key)
+
+
+def load_backbone(path: str | Path, checkpoint_key: str = "teacher") -> nn.Module:
+    """A pretrained timm ViT (eval mode, returns the CLS embedding) from any of the layouts above."""
+    return resolve(path, checkpoint_key).build()

@@ -1,0 +1,149 @@
+"""Export to plain timm, loading from every layout (official DINO included), and the refusals."""
+
+import json
+import os
+import subprocess
+import sys
+from argparse import Namespace
+
+import numpy as np
+import pytest
+import timm
+import torch
+
+import dinolite
+from dinolite import checkpoint as ckpt
+from dinolite.cli import main
+from dinolite.errors import UserError
+from dinolite.weights import load_backbone, resolve
+
+FRESH = """
+import json, sys, timm, torch
+out = sys.argv[1]
+info = json.load(open(out + "/config.json"))
+model = timm.create_model(info["timm_model"], pretrained=True,
+                          pretrained_cfg_overlay=dict(file=out + "/model.safetensors"), **info["timm_kwargs"]).eval()
+x = torch.load(sys.argv[2], weights_only=True)
+with torch.no_grad():
+    torch.save(model(x), sys.argv[3])
+"""
+
+
+def test_export_loads_in_a_fresh_process_with_identical_outputs(tiny_run, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--out", str(out)]) == 0
+    x = torch.randn(5, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    torch.save(x, tmp_path / "x.pt")
+    subprocess.run([sys.executable, "-c", FRESH, str(out), str(tmp_path / "x.pt"), str(tmp_path / "y.pt")],
+                   check=True, capture_output=True)
+    fresh = torch.load(tmp_path / "y.pt", weights_only=True)
+    teacher = ckpt.latest_valid(tiny_run)[1]["teacher"]
+    trained = resolve(tiny_run).build()
+    assert torch.equal(trained.state_dict()["cls_token"], teacher["backbone.cls_token"])
+    with torch.no_grad():
+        diff = (fresh - trained(x)).abs().max().item()
+    print(f"export round trip max abs diff: {diff:.3g}")
+    assert diff < 1e-5
+    with torch.no_grad():  # dinolite.load_backbone on the export folder and on the run give the same model
+        assert torch.equal(dinolite.load_backbone(out)(x), trained(x))
+        assert torch.equal(load_backbone(tiny_run / "teacher_backbone.safetensors")(x), trained(x))
+
+
+def test_export_folder_is_never_overwritten_with_different_files(tiny_run, tmp_path, capsys):
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--out", str(out)]) == 0
+    before = (out / "model.safetensors").read_bytes()
+    assert main(["export", str(tiny_run), "--out", str(out)]) == 0  # the same export again: a no-op
+    capsys.readouterr()
+    assert main(["export", str(tiny_run), "--out", str(out), "--checkpoint-key", "student"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds different files" in err
+    assert (out / "model.safetensors").read_bytes() == before
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    assert main(["export", str(tiny_run), "--out", str(other)]) == 2
+    assert sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+
+
+def test_onnx_export_matches_torch(tiny_run, tmp_path):
+    import onnxruntime
+
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--out", str(out), "--onnx"]) == 0
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = load_backbone(out)(x).numpy()
+    got = session.run(None, {"images": x.numpy()})[0]
+    assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4
+
+
+# ---- official DINO checkpoints ------------------------------------------------------------------
+
+def official_vit():
+    """A ViT shaped like DINO's ViT-S/16 but small: width 128 = 2 heads of 64, patch 8, 32 px."""
+    torch.manual_seed(0)
+    return timm.create_model("vit_small_patch16_224", num_classes=0, img_size=32, patch_size=8, embed_dim=128,
+                             depth=2, num_heads=2).eval()
+
+
+def test_official_backbone_file_and_training_checkpoint_map_onto_timm(tmp_path):
+    vit = official_vit()
+    state = vit.state_dict()
+    # Backbone-only release file (dino_deitsmall16_pretrain.pth layout): plain timm names.
+    torch.save(state, tmp_path / "backbone.pth")
+    # Training checkpoint (checkpoint.pth layout): teacher with backbone./head., student DDP-wrapped.
+    head = {"head.mlp.0.weight": torch.randn(16, 128), "head.last_layer.weight_g": torch.ones(8, 1)}
+    teacher = {**{f"backbone.{k}": v for k, v in state.items()}, **head}
+    student = {f"module.{k}": v * 0 for k, v in teacher.items()}
+    torch.save({"teacher": teacher, "student": student, "optimizer": {"state": {}}, "epoch": 3,
+                "args": Namespace(arch="vit_small", patch_size=8)}, tmp_path / "checkpoint.pth")
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        ref = vit(x)
+        for path in ("backbone.pth", "checkpoint.pth"):
+            spec = resolve(tmp_path / path)
+            assert spec.kind == "dino-official" and spec.kwargs["num_heads"] == 2 and spec.kwargs["patch_size"] == 8
+            torch.testing.assert_close(spec.build()(x), ref, rtol=0, atol=0)
+        student_model = load_backbone(tmp_path / "checkpoint.pth", "student")
+        assert torch.equal(student_model.cls_token, torch.zeros_like(vit.cls_token))
+    assert main(["export", str(tmp_path / "checkpoint.pth"), "--out", str(tmp_path / "exp")]) == 0
+    assert json.loads((tmp_path / "exp" / "config.json").read_text())["source_kind"] == "dino-official"
+
+
+def test_official_checkpoint_that_does_not_fit_lists_missing_and_unexpected_keys(tmp_path):
+    state = dict(official_vit().state_dict())
+    del state["blocks.1.norm1.weight"]
+    state["blocks.1.extra.weight"] = torch.zeros(3)
+    torch.save({"teacher": {f"backbone.{k}": v for k, v in state.items()}}, tmp_path / "bad.pth")
+    with pytest.raises(UserError, match=r"missing keys: blocks\.1\.norm1\.weight; unexpected keys: blocks\.1\.extra\.weight"):
+        load_backbone(tmp_path / "bad.pth")
+
+
+# ---- one-line refusals ---------------------------------------------------------------------------
+
+class RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("case", ["pickle", "text", "tensors", "missing"])
+def test_bad_checkpoints_give_one_line_errors(tmp_path, capsys, case):
+    path, marker = tmp_path / "x.pt", tmp_path / "ran"
+    if case == "pickle":
+        torch.save({"teacher": RunsCode(marker)}, path)
+    elif case == "text":
+        path.write_text("not a checkpoint\n")
+    elif case == "tensors":
+        torch.save({"weight": torch.zeros(2)}, path)
+    code = main(["knn", str(path), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    expected = {"pickle": "refused to load", "text": "is not a dinolite or DINO checkpoint",
+                "tensors": "is not a dinolite or DINO ViT checkpoint", "missing": "not found"}[case]
+    assert expected in err
+    assert not marker.exists()  # the pickled command never ran
