@@ -34,11 +34,12 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the last good checkpoint."""
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, option: str = "train.device") -> torch.device:
+    """"auto" -> cuda when visible, else cpu; ``option`` names the setting in the error message."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("train.device=cuda but no CUDA device is visible: use train.device=cpu or auto")
+        raise UserError(f"{option} cuda was asked for but no CUDA device is visible: use {option} cpu or auto")
     return torch.device(name)
 
 

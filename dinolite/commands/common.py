@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from ..augment import EvalTransform
 from ..config import Config, validate
 from ..errors import UserError
+from ..train import resolve_device
 from ..weights import BackboneSpec, resolve
 
 SECTIONS = ("data", "eval", "augment")
@@ -37,14 +38,6 @@ def add_target_args(p: argparse.ArgumentParser, data: bool = True) -> None:
         p.add_argument("--cache-dir", default=None, help="feature cache folder (default: <run or checkpoint folder>/features)")
         p.add_argument("--no-cache", action="store_true", help="neither read nor write cached features")
         p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def device_of(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda but no CUDA device is visible: use --device cpu or auto")
-    return torch.device(name)
 
 
 def eval_config(base: Config | None, items: list[str]) -> Config:
@@ -92,7 +85,7 @@ class EvalSetup:
 def setup(args: argparse.Namespace) -> EvalSetup:
     spec = resolve(args.target, args.checkpoint_key)
     cfg = eval_config(spec.config, getattr(args, "data", []))
-    device = device_of(args.device)
+    device = resolve_device(args.device, "--device")
     backbone = spec.build().to(device)
     in_chans = spec.kwargs.get("in_chans", 3)
     if len(cfg.augment.mean) != in_chans:
