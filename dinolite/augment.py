@@ -146,7 +146,7 @@ class MultiCrop(nn.Module):
         """All ``n_views`` views of one resolution; ``blur_p``/``solarize_p`` give one rate per view."""
         c, b = self.cfg, x.shape[0]
         n = n_views * b
-        boxes = sample_crop_boxes(hw.to(x.device).repeat(n_views, 1), tuple(scale), g)
+        boxes = sample_crop_boxes(hw.repeat(n_views, 1), tuple(scale), g)
         v = crop_resize(x, boxes, size)
         flip = _bernoulli(c.flip_p, n, g).view(-1, 1, 1, 1)
         v = torch.where(flip, v.flip(-1), v)
@@ -177,6 +177,7 @@ class MultiCrop(nn.Module):
         """``images``: uint8 ``[B, C, S, S]`` (valid part ``hw``); ``g`` lives on their device."""
         c = self.cfg
         x = images.to(torch.float32).div_(255)
+        hw = hw.to(x.device, non_blocking=True)  # once, not per resolution
         p1, p2, pl = c.blur_p
         globals_ = self._views(x, hw, 2, c.global_crops_size, c.global_crops_scale, [p1, p2],
                                [0.0, c.solarize_p], g)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -74,6 +72,3 @@ class DINOLoss(nn.Module):
             count *= dist.get_world_size()
         self.center.mul_(self.center_momentum).add_(batch_sum / count, alpha=1 - self.center_momentum)
 
-
-def max_entropy(out_dim: int) -> float:
-    return math.log(out_dim)

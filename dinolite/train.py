@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
@@ -22,6 +21,7 @@ from .data import ImageSource, build_loader, build_source
 from .distributed import DistInfo, barrier, init_from_env
 from .errors import UserError
 from .eval.features import extract_features
+from .export import write_safetensors
 from .eval.knn import knn_accuracy
 from .loss import DINOLoss, teacher_stats
 from .models import backbone_kwargs, build_backbone, build_student_teacher, ema_update
@@ -243,12 +243,9 @@ class Pretrainer:
     def export_teacher(self) -> Path:
         """The final teacher backbone on its own, as safetensors with timm's parameter names."""
         path = self.run_dir / "teacher_backbone.safetensors"
-        tensors = {k: v.detach().contiguous().cpu() for k, v in self.teacher.backbone.state_dict().items()}
         kwargs = backbone_kwargs(self.cfg.model, self.source.channels, self.cfg.augment.global_crops_size, 0.0)
         meta = {"arch": self.cfg.model.arch, "timm_kwargs": OmegaConf.to_yaml(OmegaConf.create(kwargs))}
-        tmp = path.with_name(".teacher_backbone.safetensors.tmp")
-        save_file(tensors, str(tmp), metadata=meta)
-        tmp.replace(path)
+        write_safetensors(self.teacher.backbone.state_dict(), path, meta)
         return path
 
     # ---- evaluation --------------------------------------------------------------------------
