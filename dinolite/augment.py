@@ -13,7 +13,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-from kornia.enhance import adjust_hue
 from kornia.filters import gaussian_blur2d
 from torch import Tensor, nn
 from torchvision.ops import roi_align
@@ -24,15 +23,49 @@ RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop, as in torchvi
 _ATTEMPTS = 10
 
 
-def _uniform(n: int, low: float, high: float, g: torch.Generator) -> Tensor:
-    return torch.rand(n, generator=g, device=g.device) * (high - low) + low
+class GlobalBatchRNG:
+    """Draws every random parameter for the whole global batch and keeps this rank's samples.
+
+    Rank ``r`` of a data-parallel run holds samples ``offset .. offset + local`` of each global
+    batch of ``total``. Drawing ``total`` values per view from a generator seeded the same on every
+    rank, then slicing, gives each sample the same crops whatever the number of processes, so a
+    2-process run reproduces a 1-process run with the same global batch. With one process
+    (``total == local``) the stream is exactly ``torch.rand`` on the generator.
+    """
+
+    def __init__(self, generator: torch.Generator, offset: int, local: int, total: int):
+        if not 0 <= offset <= total - local:
+            raise ValueError(f"samples {offset}..{offset + local} do not fit in a global batch of {total}")
+        self.generator, self.offset, self.local, self.total = generator, offset, local, total
+        self.device = generator.device
+
+    def rand(self, n: int, *extra: int) -> Tensor:
+        """``[n, *extra]`` uniforms for ``n = views * local`` rows laid out view-major."""
+        views, rest = divmod(n, self.local)
+        if rest:
+            raise ValueError(f"{n} rows are not whole views of {self.local} samples")
+        u = torch.rand(views, self.total, *extra, generator=self.generator, device=self.device)
+        return u[:, self.offset:self.offset + self.local].reshape(n, *extra)
 
 
-def _bernoulli(p: Tensor | float, n: int, g: torch.Generator) -> Tensor:
-    return torch.rand(n, generator=g, device=g.device) < p
+RNG = torch.Generator | GlobalBatchRNG
 
 
-def sample_crop_boxes(hw: Tensor, scale: tuple[float, float], g: torch.Generator,
+def _rand(g: RNG, n: int, *extra: int) -> Tensor:
+    if isinstance(g, GlobalBatchRNG):
+        return g.rand(n, *extra)
+    return torch.rand(n, *extra, generator=g, device=g.device)
+
+
+def _uniform(n: int, low: float, high: float, g: RNG) -> Tensor:
+    return _rand(g, n) * (high - low) + low
+
+
+def _bernoulli(p: Tensor | float, n: int, g: RNG) -> Tensor:
+    return _rand(g, n) < p
+
+
+def sample_crop_boxes(hw: Tensor, scale: tuple[float, float], g: RNG,
                       ratio: tuple[float, float] = RATIO) -> Tensor:
     """RandomResizedCrop boxes ``[n, 4]`` as ``(x1, y1, x2, y2)`` in pixels, one per row of ``hw``.
 
@@ -43,8 +76,9 @@ def sample_crop_boxes(hw: Tensor, scale: tuple[float, float], g: torch.Generator
     n = hw.shape[0]
     h, w = hw[:, 0:1].to(torch.float32), hw[:, 1:2].to(torch.float32)
     area = (h * w).expand(n, _ATTEMPTS)
-    target = area * _uniform(n * _ATTEMPTS, *scale, g).view(n, _ATTEMPTS)
-    log_r = _uniform(n * _ATTEMPTS, math.log(ratio[0]), math.log(ratio[1]), g).view(n, _ATTEMPTS)
+    target = area * (_rand(g, n, _ATTEMPTS) * (scale[1] - scale[0]) + scale[0])
+    log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
+    log_r = _rand(g, n, _ATTEMPTS) * (log_hi - log_lo) + log_lo
     aspect = torch.exp(log_r)
     bw, bh = torch.sqrt(target * aspect), torch.sqrt(target / aspect)
     fits = (bw <= w) & (bh <= h)
@@ -57,7 +91,7 @@ def sample_crop_boxes(hw: Tensor, scale: tuple[float, float], g: torch.Generator
     fb_h = torch.where(in_ratio < ratio[0], w1 / ratio[0], h1)
     any_fit = fits.any(dim=1)
     bw, bh = torch.where(any_fit, bw, fb_w), torch.where(any_fit, bh, fb_h)
-    u = torch.rand(n, 2, generator=g, device=g.device)
+    u = _rand(g, n, 2)
     x1 = torch.where(any_fit, u[:, 0] * (w1 - bw), (w1 - bw) / 2)
     y1 = torch.where(any_fit, u[:, 1] * (h1 - bh), (h1 - bh) / 2)
     return torch.stack([x1, y1, x1 + bw, y1 + bh], dim=1)
@@ -78,36 +112,71 @@ def crop_resize(images: Tensor, boxes: Tensor, size: int) -> Tensor:
 def rgb_to_grayscale(x: Tensor) -> Tensor:
     """Luma with torchvision's weights (the ones DINO's pipeline used), shape ``[N, 1, H, W]``."""
     r, g, b = x.unbind(dim=1)
-    return (0.2989 * r + 0.587 * g + 0.114 * b).unsqueeze(1)
+    return (0.2989 * r).add_(g, alpha=0.587).add_(b, alpha=0.114).unsqueeze(1)
 
 
 def _gray(x: Tensor) -> Tensor:
     return rgb_to_grayscale(x) if x.shape[1] == 3 else x
 
 
+def adjust_hue(x: Tensor, hue: Tensor) -> Tensor:
+    """torchvision's ``adjust_hue`` (HSV hue rotation by ``hue`` of the circle) per sample, in closed form.
+
+    With v = max, c = max - min and the hue h in sextants, HSV -> RGB gives channel n (R 5, G 3, B 1)
+    as v - c * clamp(min(k, 4 - k), 0, 1) with k = (n + h) mod 6: no HSV image is built, so it costs
+    a fraction of an RGB -> HSV -> RGB round trip.
+    """
+    r, g, b = x.unbind(dim=1)
+    maxc = torch.maximum(torch.maximum(r, g), b)
+    c = maxc - torch.minimum(torch.minimum(r, g), b)
+    cd = torch.where(c > 0, c, 1.0)
+    h = torch.where(maxc == r, (g - b) / cd, torch.where(maxc == g, (b - r) / cd + 2, (r - g) / cd + 4))
+    h = h.add_(hue.view(-1, 1, 1), alpha=6.0).unsqueeze(1)
+    k = (h + torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)).remainder_(6)
+    return maxc.unsqueeze(1) - c.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
+
+
+def _blend_step(x: Tensor, op: Tensor, brightness: Tensor, contrast: Tensor, saturation: Tensor) -> Tensor:
+    """One jitter step: per sample brightness (op 0), contrast (1), saturation (2) or nothing (other).
+
+    All three are torchvision's blend ``f * x + (1 - f) * m`` with m = 0, the grey mean, or the grey
+    image, so the batch takes one ``lerp``; ``f = 1`` (no op) is an exact identity in ``lerp``.
+    """
+    colour = x.shape[1] == 3
+    ones = torch.ones_like(brightness)
+    f = torch.where(op == 0, brightness, torch.where(op == 1, contrast, ones))
+    if colour:
+        f = torch.where(op == 2, saturation, f)
+    gray = _gray(x)
+    mean = gray.mean(dim=(1, 2, 3), keepdim=True)
+    op = op.view(-1, 1, 1, 1)
+    m = torch.where(op == 1, mean, 0.0)
+    if colour:
+        m = torch.where(op == 2, gray, m)
+    return torch.lerp(m, x, f.view(-1, 1, 1, 1)).clamp_(0, 1)
+
+
 def color_jitter(x: Tensor, brightness: Tensor, contrast: Tensor, saturation: Tensor, hue: Tensor | None,
                  order: Tensor) -> Tensor:
     """torchvision's ColorJitter with per-sample factors and a per-sample order of the four ops.
 
-    ``order[i]`` is a permutation of (0 brightness, 1 contrast, 2 saturation, 3 hue). At step k
-    each op runs on the whole batch with the identity factor for the samples that do not take it
-    at that step, so every sample gets each op once, in its own order. Saturation and hue leave a
-    grey image unchanged and are skipped for one-channel inputs; ``hue=None`` skips hue.
+    ``order[i]`` is a permutation of (0 brightness, 1 contrast, 2 saturation, 3 hue). Hue, the
+    costly op, runs once on the whole batch: the cheap ops that come before it in a sample's order
+    run first (three blend steps, a no-op where a sample has fewer), then hue, then the ones after.
+    Saturation and hue leave a grey image unchanged and are skipped for one-channel inputs;
+    ``hue=None`` skips hue.
     """
-    ones = torch.ones_like(brightness)
-    colour = x.shape[1] == 3
-    for k in range(4):
-        step = order[:, k]
-        f = torch.where(step == 0, brightness, ones).view(-1, 1, 1, 1)
-        x = (x * f).clamp_(0, 1)
-        f = torch.where(step == 1, contrast, ones).view(-1, 1, 1, 1)
-        mean = _gray(x).mean(dim=(1, 2, 3), keepdim=True)
-        x = (f * x + (1 - f) * mean).clamp_(0, 1)
-        if colour:
-            f = torch.where(step == 2, saturation, ones).view(-1, 1, 1, 1)
-            x = (f * x + (1 - f) * rgb_to_grayscale(x)).clamp_(0, 1)
-            if hue is not None:  # torchvision's hue factor is a fraction of the circle, kornia's radians
-                x = adjust_hue(x, torch.where(step == 3, hue, torch.zeros_like(hue)) * (2 * math.pi))
+    if x.shape[1] != 3 or hue is None:
+        for k in range(4):
+            x = _blend_step(x, order[:, k], brightness, contrast, saturation)
+        return x
+    pos = (order == 3).to(torch.uint8).argmax(dim=1)  # hue's place in each sample's order
+    skip = torch.full_like(order[:, 0], -1)
+    for k in range(3):  # ops before hue
+        x = _blend_step(x, torch.where(pos > k, order[:, k], skip), brightness, contrast, saturation)
+    x = adjust_hue(x, hue)
+    for k in range(1, 4):  # ops after hue
+        x = _blend_step(x, torch.where(pos < k, order[:, k], skip), brightness, contrast, saturation)
     return x
 
 
@@ -142,7 +211,7 @@ class MultiCrop(nn.Module):
         self.register_buffer("std", torch.tensor(cfg.std).view(1, -1, 1, 1), persistent=False)
 
     def _views(self, x: Tensor, hw: Tensor, n_views: int, size: int, scale, blur_p: list[float],
-               solarize_p: list[float], g: torch.Generator) -> Tensor:
+               solarize_p: list[float], g: RNG) -> Tensor:
         """All ``n_views`` views of one resolution; ``blur_p``/``solarize_p`` give one rate per view."""
         c, b = self.cfg, x.shape[0]
         n = n_views * b
@@ -152,12 +221,12 @@ class MultiCrop(nn.Module):
         v = torch.where(flip, v.flip(-1), v)
         if c.jitter_p > 0:
             jitter = _bernoulli(c.jitter_p, n, g)
-            ident = torch.ones(n, device=g.device)
+            ident = torch.ones(n, device=x.device)
             br = torch.where(jitter, _uniform(n, max(0.0, 1 - c.brightness), 1 + c.brightness, g), ident)
             ct = torch.where(jitter, _uniform(n, max(0.0, 1 - c.contrast), 1 + c.contrast, g), ident)
             s = torch.where(jitter, _uniform(n, max(0.0, 1 - c.saturation), 1 + c.saturation, g), ident)
             h = torch.where(jitter, _uniform(n, -c.hue, c.hue, g), ident - 1) if c.hue > 0 else None
-            order = torch.rand(n, 4, generator=g, device=g.device).argsort(dim=1)
+            order = _rand(g, n, 4).argsort(dim=1)
             v = color_jitter(v, br, ct, s, h, order)
         if v.shape[1] == 3 and c.grayscale_p > 0:
             gray = _bernoulli(c.grayscale_p, n, g).view(-1, 1, 1, 1)
@@ -173,8 +242,11 @@ class MultiCrop(nn.Module):
         return (v - self.mean) / self.std
 
     @torch.no_grad()
-    def forward(self, images: Tensor, hw: Tensor, g: torch.Generator) -> Crops:
-        """``images``: uint8 ``[B, C, S, S]`` (valid part ``hw``); ``g`` lives on their device."""
+    def forward(self, images: Tensor, hw: Tensor, g: RNG) -> Crops:
+        """``images``: uint8 ``[B, C, S, S]`` (valid part ``hw``); ``g`` lives on their device.
+
+        ``g`` is a generator, or a :class:`GlobalBatchRNG` when the batch is one rank's share.
+        """
         c = self.cfg
         x = images.to(torch.float32).div_(255)
         hw = hw.to(x.device, non_blocking=True)  # once, not per resolution

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import attention, export, knn, linear, plot, pretrain, shards
+from .commands import attention, export, finetune, knn, linear, plot, pretrain, shards
 from .errors import UserError
 
-COMMANDS = [pretrain, shards, knn, linear, export, attention, plot]  # each module registers its own subcommand
+COMMANDS = [pretrain, shards, knn, linear, export, attention, plot, finetune]  # each module registers its own subcommand
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,12 +19,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _rank_tag() -> str:
+    """" (rank N)" in a multi-process run, so each rank's log line says where it came from."""
+    from .distributed import read_rendezvous
+
+    try:
+        rdv = read_rendezvous()
+    except UserError:
+        return ""
+    return f" (rank {rdv.rank})" if rdv.world > 1 else ""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except UserError as err:
-        print(f"dinolite: error: {err}", file=sys.stderr)
+        print(f"dinolite{_rank_tag()}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("dinolite: interrupted; resume with the same command", file=sys.stderr)

@@ -83,7 +83,7 @@ class LossConfig:
 @dataclass
 class OptimConfig:
     epochs: int = 100
-    batch_size: int = 64  # per process; the LR rule scales with the global batch
+    batch_size: int = 1024  # the global batch, split equally over the processes; the LR rule scales with it
     lr: float = 0.0005  # peak LR for a global batch of 256 (linear scaling rule)
     min_lr: float = 1e-6
     warmup_epochs: int = 10
@@ -100,11 +100,12 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # "auto" (cuda when present), "cpu" or "cuda"
     log_every: int = 20  # steps between metric lines (and host synchronisations)
-    checkpoint_every_minutes: float = 10.0
+    checkpoint_every_minutes: float = 10.0  # checked at log steps, so the ranks agree on when
     keep_checkpoints: int = 2
     stop_after_steps: int = 0  # stop (with a checkpoint) after this global step; 0 = run to the end
     collapse_patience: int = 10  # log intervals of near-0 or near-max entropy before warning
     threads: int = 0  # torch CPU threads (0 = torch's default)
+    compile: bool = False  # torch.compile the student and teacher backbones (one graph per crop size)
 
 
 @dataclass

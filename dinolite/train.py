@@ -9,16 +9,17 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .augment import EvalTransform, MultiCrop
+from .augment import EvalTransform, GlobalBatchRNG, MultiCrop
 from .config import Config, read_saved_config, save_config
 from .data import ImageSource, build_loader, build_source
-from .distributed import DistInfo, barrier, init_from_env
+from .distributed import DistInfo, all_reduce_mean, barrier, check_shared_dir, cleanup, init_from_env
 from .errors import UserError
 from .eval.features import extract_features
 from .export import write_safetensors
@@ -28,6 +29,23 @@ from .models import backbone_kwargs, build_backbone, build_student_teacher, ema_
 from .monitor import CollapseMonitor, MetricsWriter
 from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
 from .schedules import cosine, scaled_lr, teacher_temperature
+
+
+def step_seed(seed: int, step: int, stream: int) -> int:
+    """The seed of one random stream at one step: 0 = augmentation (shared by all ranks), 1 + rank = drop path.
+
+    Reseeding every step makes a checkpoint need no RNG state, so it resumes exactly on any number
+    of processes.
+    """
+    return ((seed * 1_000_003 + step) * 1_009 + stream) % (2**63)
+
+
+def per_rank_batch(global_batch: int, world: int) -> int:
+    """``optim.batch_size`` is the global batch; each of the ``world`` processes takes an equal share."""
+    if global_batch % world:
+        raise UserError(f"optim.batch_size={global_batch} (the global batch) is not divisible by the "
+                        f"{world} processes: use a multiple of {world}, or another number of processes")
+    return global_batch // world
 
 
 class TrainingDiverged(RuntimeError):
@@ -94,21 +112,26 @@ class Pretrainer:
             torch.set_num_threads(cfg.train.threads)
         self.device = resolve_device(cfg.train.device)
         self.dist = dist_info or init_from_env(self.device.type)
+        self.global_batch = cfg.optim.batch_size
+        self.batch = per_rank_batch(self.global_batch, self.dist.world)
         self.progress = progress and self.dist.is_main
         self.run_dir = prepare_run_dir(cfg, self.dist.is_main)
+        check_shared_dir(self.run_dir, self.dist, self.device)
         self.source = build_source(cfg.data, "train")
         check_channels(cfg, self.source)
-        if len(self.source) < cfg.optim.batch_size * self.dist.world:
+        if len(self.source) < self.global_batch:
             raise UserError(f"{len(self.source)} training images are fewer than one global batch "
-                            f"({cfg.optim.batch_size} x {self.dist.world}): lower optim.batch_size")
-        self.loader = build_loader(self.source, cfg.optim.batch_size, cfg.train.seed, cfg.data.num_workers,
+                            f"({self.global_batch}): lower optim.batch_size")
+        self.loader = build_loader(self.source, self.batch, cfg.train.seed, cfg.data.num_workers,
                                    self.dist.rank, self.dist.world, pin_memory=self.device.type == "cuda")
-        self.global_batch = cfg.optim.batch_size * self.dist.world
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         student, self.teacher = build_student_teacher(cfg.model, self.source.channels, cfg.augment.global_crops_size)
         self.student_module = student.to(self.device)
         self.teacher.to(self.device)
+        if cfg.train.compile:  # in place, so state_dict keys (checkpoints, exports) stay unchanged
+            self.student_module.backbone.compile()
+            self.teacher.backbone.compile()
         self.student = self.student_module
         if self.dist.world > 1:
             self.student = torch.nn.parallel.DistributedDataParallel(
@@ -116,9 +139,9 @@ class Pretrainer:
         self.augment = MultiCrop(cfg.augment).to(self.device)
         self.loss_fn = DINOLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum).to(self.device)
         self.optimizer = build_optimizer(self.student_module, self.device)
-        self.generator = torch.Generator(self.device).manual_seed(cfg.train.seed * 1000 + self.dist.rank)
-        torch.manual_seed(cfg.train.seed * 1000 + self.dist.rank)  # drop path differs across ranks
+        self.generator = torch.Generator(self.device)  # reseeded every step, see step_seed
         self.step = 0
+        self.after_step: Callable[[], None] | None = None  # e.g. the SLURM launcher's preemption check
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.dist.is_main)
         self.monitor = CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience)
         self.last_good: Path | None = None
@@ -126,24 +149,23 @@ class Pretrainer:
 
     # ---- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        """Everything a resume needs; the same on every rank, so it resumes on any world size."""
         return {
             "student": self.student_module.state_dict(),
             "teacher": self.teacher.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "loss": self.loss_fn.state_dict(),
             "step": self.step,
-            "rng": rng,
             "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
             "world": self.dist.world,
         }
 
-    def save(self) -> None:
+    def save(self, sync: bool = True) -> None:
+        """Rank 0 writes; ``sync=False`` (the preemption hook) skips the barrier the other ranks never reach."""
         if self.dist.is_main:
             self.last_good = ckpt.save_checkpoint(self.state(), self.run_dir, self.step, self.cfg.train.keep_checkpoints)
-        barrier()
+        if sync:
+            barrier()
 
     def _resume(self) -> None:
         path, state = ckpt.latest_valid(self.run_dir)
@@ -154,14 +176,11 @@ class Pretrainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.loss_fn.load_state_dict(state["loss"])
         self.step = int(state["step"])
-        if state["world"] == self.dist.world:  # RNG streams are per rank; a new world size starts new ones
-            torch.set_rng_state(state["rng"]["torch"])
-            self.generator.set_state(state["rng"]["augment"])
-            if "cuda" in state["rng"] and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         self.last_good = path
         if self.dist.is_main:
-            print(f"resumed from {path} at step {self.step}", flush=True)
+            saved_by = f" (saved by {state['world']} processes, resumed on {self.dist.world})" \
+                if state["world"] != self.dist.world else ""
+            print(f"resumed from {path} at step {self.step}{saved_by}", flush=True)
 
     # ---- the loop ----------------------------------------------------------------------------
     @property
@@ -171,7 +190,12 @@ class Pretrainer:
     def train_step(self, images: torch.Tensor, hw: torch.Tensor, sched: Schedule, epoch: int):
         """One optimisation step; returns the loss and the teacher's output (device tensors, no sync)."""
         set_schedule(self.optimizer, sched.lr, sched.wd)
-        crops = self.augment(images.to(self.device, non_blocking=True), hw, self.generator)
+        seed, rank = self.cfg.train.seed, self.dist.rank
+        self.generator.manual_seed(step_seed(seed, self.step, 0))
+        torch.manual_seed(step_seed(seed, self.step, 1 + rank))  # drop path: each rank its own masks
+        # Parameters are drawn for the global batch and sliced, so crops do not depend on the world size.
+        rng = GlobalBatchRNG(self.generator, rank * self.batch, self.batch, self.global_batch)
+        crops = self.augment(images.to(self.device, non_blocking=True), hw, rng)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             with torch.no_grad():
                 teacher_out = self.teacher([crops.globals_])  # the teacher sees global views only
@@ -187,8 +211,8 @@ class Pretrainer:
         ema_update(self.teacher, self.student_module, sched.momentum)
         return loss.detach(), teacher_out.detach(), center_used
 
-    def _check_finite(self, finite: torch.Tensor) -> None:
-        if not bool(finite):
+    def _check_finite(self, finite: bool) -> None:
+        if not finite:
             where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
             raise TrainingDiverged(f"the loss became NaN or infinite by step {self.step}{where}; "
                                    f"lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume")
@@ -197,7 +221,7 @@ class Pretrainer:
         cfg, spe = self.cfg, self.loader.steps_per_epoch
         stop = min(self.total_steps, cfg.train.stop_after_steps or self.total_steps)
         bar = tqdm(total=stop, initial=self.step, desc="pretrain", disable=not self.progress, dynamic_ncols=True)
-        finite = torch.ones((), dtype=torch.bool, device=self.device)
+        self.finite = finite = torch.ones((), dtype=torch.bool, device=self.device)  # this rank's losses so far
         loss_sum = torch.zeros((), device=self.device)
         last_log, last_log_step, last_ckpt = time.time(), self.step, time.time()
         while self.step < stop:
@@ -211,14 +235,19 @@ class Pretrainer:
                 bar.update(1)
                 end_of_epoch = self.step % spe == 0
                 if self.step % cfg.train.log_every == 0 or end_of_epoch or self.step == stop:
-                    self._check_finite(finite)  # the one host synchronisation per log interval
+                    # The one host synchronisation per log interval, and the one point where the ranks
+                    # agree on what to do (a NaN on any rank, a periodic checkpoint that is due).
                     now = time.time()
                     n = self.step - last_log_step
+                    due = (now - last_ckpt) / 60 >= cfg.train.checkpoint_every_minutes
                     entropy, kl = teacher_stats(teacher_out, center, sched.teacher_temp)
-                    record = {"step": self.step, "epoch": self.step / spe, "loss": loss_sum.item() / n,
+                    flags = torch.stack([(~finite).float(), torch.tensor(float(due), device=self.device)])
+                    logged = all_reduce_mean(torch.cat([torch.stack([loss_sum / n, entropy, kl]), flags])).tolist()
+                    self._check_finite(logged[3] == 0)
+                    record = {"step": self.step, "epoch": self.step / spe, "loss": logged[0],
                               "lr": sched.lr, "wd": sched.wd, "momentum": sched.momentum,
-                              "teacher_temp": sched.teacher_temp, "teacher_entropy": entropy.item(),
-                              "kl_uniform": kl.item(), "skipped_samples": self.loader.skipped_samples(),
+                              "teacher_temp": sched.teacher_temp, "teacher_entropy": logged[1],
+                              "kl_uniform": logged[2], "skipped_samples": self.loader.skipped_samples(),
                               "images_per_s": n * self.global_batch / max(now - last_log, 1e-9)}
                     warning = self.monitor.update(record["teacher_entropy"])
                     if warning:
@@ -228,11 +257,11 @@ class Pretrainer:
                     bar.set_postfix(loss=f"{record['loss']:.3f}", H=f"{record['teacher_entropy']:.2f}")
                     loss_sum.zero_()
                     last_log, last_log_step = now, self.step
-                minutes = (time.time() - last_ckpt) / 60
-                if end_of_epoch or self.step == stop or minutes >= cfg.train.checkpoint_every_minutes:
-                    self._check_finite(finite)  # never write a checkpoint of diverged weights
-                    self.save()
-                    last_ckpt = time.time()
+                    if end_of_epoch or self.step == stop or logged[4] > 0:  # never after a NaN (checked above)
+                        self.save()
+                        last_ckpt = time.time()
+                if self.after_step is not None:
+                    self.after_step()
                 if self.step >= stop:
                     break
         bar.close()
@@ -271,10 +300,24 @@ class Pretrainer:
         return results
 
 
-def pretrain(cfg: Config, progress: bool = True) -> dict[str, float]:
-    """Train (or resume) the run of ``cfg`` and return its final k-NN figures (empty if skipped)."""
+def pretrain(cfg: Config, progress: bool = True,
+             setup: Callable[[Pretrainer], None] | None = None) -> dict[str, float]:
+    """Train (or resume) the run of ``cfg`` and return its final k-NN figures (empty if skipped).
+
+    ``setup`` sees the built trainer before the first step (the SLURM launcher hooks its
+    preemption check in there). The process group, if any, is left when this returns or raises.
+    """
+    try:
+        return _pretrain(cfg, progress, setup)
+    finally:
+        cleanup()
+
+
+def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] | None) -> dict[str, float]:
     t0 = time.time()
     trainer = Pretrainer(cfg, progress=progress)
+    if setup is not None:
+        setup(trainer)
     trainer.fit()
     results: dict[str, float] = {}
     done = trainer.step >= trainer.total_steps

@@ -1,0 +1,1 @@
+"""Launchers that start dinolite runs on clusters (submitit)."""

@@ -1,0 +1,135 @@
+"""Submit a dinolite pretraining run to SLURM (or submitit's local executor) and return.
+
+    python -m launch.slurm --config configs/vit_small_imagenet.yaml --nodes 2 --gpus-per-node 8 \\
+        --partition P [--account A --qos Q --constraint C --mem-per-gpu M --cpus-per-task N \\
+        --timeout-min T] key=value ...
+
+One task per GPU (or ``--tasks-per-node`` CPU tasks with ``--gpus-per-node 0``). The run
+directory gets the resolved ``config.yaml`` and a line per submitted job in ``slurm_jobs.jsonl``;
+submitit's logs go under ``<run dir>/slurm/``. A preempted or timed-out job checkpoints at the
+end of its current step and is requeued; the requeued job resumes from the newest valid checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m launch.slurm", description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", default=None, help="recipe name or YAML path (default: quickstart)")
+    p.add_argument("--nodes", type=int, default=1)
+    p.add_argument("--gpus-per-node", type=int, default=0, help="one task per GPU; 0 runs CPU tasks (gloo)")
+    p.add_argument("--tasks-per-node", type=int, default=None, help="default: --gpus-per-node, or 1 on CPU")
+    p.add_argument("--cpus-per-task", type=int, default=None)
+    p.add_argument("--partition", default=None)
+    p.add_argument("--account", default=None)
+    p.add_argument("--qos", default=None)
+    p.add_argument("--constraint", default=None)
+    p.add_argument("--mem-per-gpu", default=None, help="e.g. 40G")
+    p.add_argument("--mem-gb", type=int, default=None, help="memory per node, in GB")
+    p.add_argument("--timeout-min", type=int, default=60 * 24)
+    p.add_argument("--max-requeues", type=int, default=20, help="time-outs the job may be requeued after")
+    p.add_argument("--signal-delay-s", type=int, default=120, help="seconds of warning before the time limit")
+    p.add_argument("--job-name", default=None, help="default: the recipe name")
+    p.add_argument("--local", action="store_true", help="submitit's local executor on this machine, no SLURM")
+    p.add_argument("overrides", nargs="*", metavar="key=value")
+    return p
+
+
+def _executor(args: argparse.Namespace, folder: Path, tasks: int, name: str):
+    import submitit
+
+    executor = submitit.AutoExecutor(folder=str(folder), cluster="local" if args.local else "slurm",
+                                     slurm_max_num_timeout=args.max_requeues)
+    params = dict(nodes=args.nodes, tasks_per_node=tasks, timeout_min=args.timeout_min, name=name)
+    if args.gpus_per_node:
+        params["gpus_per_node"] = args.gpus_per_node
+    if args.cpus_per_task:
+        params["cpus_per_task"] = args.cpus_per_task
+    if args.mem_gb:
+        params["mem_gb"] = args.mem_gb
+    if not args.local:
+        slurm = dict(slurm_partition=args.partition, slurm_account=args.account, slurm_qos=args.qos,
+                     slurm_constraint=args.constraint, slurm_mem_per_gpu=args.mem_per_gpu,
+                     slurm_signal_delay_s=args.signal_delay_s)
+        params.update({k: v for k, v in slurm.items() if v is not None})
+    executor.update_parameters(**params)
+    return executor
+
+
+def submit(argv: list[str] | None = None):
+    """Validate the recipe, prepare the run directory, submit; returns the submitit job."""
+    from submitit.core.utils import FailedJobError
+
+    from dinolite.config import load_config
+    from dinolite.errors import UserError
+    from dinolite.jobs import PretrainJob
+    from dinolite.train import per_rank_batch, prepare_run_dir
+
+    args = build_parser().parse_args(argv)
+    if args.nodes < 1 or args.gpus_per_node < 0:
+        raise UserError("--nodes must be >= 1 and --gpus-per-node >= 0")
+    tasks = args.tasks_per_node or args.gpus_per_node or 1
+    if args.gpus_per_node and tasks != args.gpus_per_node:
+        raise UserError(f"--tasks-per-node {tasks} with --gpus-per-node {args.gpus_per_node}: "
+                        f"dinolite runs one process per GPU; drop --tasks-per-node")
+    cfg = load_config(args.config, args.overrides)
+    # The nodes may start in another directory: make the paths the job uses absolute.
+    cfg.train.output_dir = str(Path(cfg.train.output_dir).resolve())
+    if cfg.data.root:
+        cfg.data.root = str(Path(cfg.data.root).resolve())
+    world = args.nodes * tasks
+    per_rank_batch(cfg.optim.batch_size, world)  # fails here, before anything is queued
+    if args.gpus_per_node == 0 and cfg.train.device == "cuda":
+        raise UserError("train.device=cuda with --gpus-per-node 0: pass --gpus-per-node N, or train.device=cpu")
+    if args.gpus_per_node == 0:
+        cfg.train.device = "cpu"
+    new_run = not Path(cfg.train.output_dir).exists()
+    run_dir = prepare_run_dir(cfg, is_main=True)
+    logs = run_dir / "slurm"
+    before = set(logs.glob("*.pkl")) if logs.is_dir() else set()
+    executor = _executor(args, logs, tasks, args.job_name or cfg.recipe)
+    try:
+        job = executor.submit(PretrainJob(OmegaConf.to_container(OmegaConf.structured(cfg))))
+    except FailedJobError as err:  # sbatch refused the job: its own message says why
+        if new_run:  # leave nothing behind for a job that never existed
+            shutil.rmtree(run_dir, ignore_errors=True)
+        else:
+            for stray in set(logs.glob("*.pkl")) - before:
+                stray.unlink(missing_ok=True)
+        lines = [line.strip() for line in str(err).splitlines() if "error:" in line]
+        raise UserError(f"sbatch refused the job: {(lines or [str(err).strip()])[0]} "
+                        f"(check --partition/--account/--qos against `sinfo` and `sacctmgr show assoc`)") from None
+    record = {"job_id": job.job_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "nodes": args.nodes,
+              "tasks_per_node": tasks, "gpus_per_node": args.gpus_per_node, "partition": args.partition,
+              "stdout": str(job.paths.stdout).replace("%t", "0"), "stderr": str(job.paths.stderr).replace("%t", "0"),
+              "argv": sys.argv[1:] if argv is None else list(argv)}
+    with open(run_dir / "slurm_jobs.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return job
+
+
+def main(argv: list[str] | None = None) -> int:
+    from dinolite.errors import UserError
+
+    try:
+        job = submit(argv)
+    except UserError as err:
+        print(f"launch.slurm: error: {err}", file=sys.stderr)
+        return 2
+    print(f"submitted job {job.job_id} ({job.paths.folder})\n"
+          f"  logs: {job.paths.stdout} and {job.paths.stderr}\n"
+          f"  follow with: tail -f {str(job.paths.stderr).replace('%t', '0')}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""submitit on a real SLURM cluster: a 2-task job, preemption and requeue, a kill without warning, a bad partition."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from launch.slurm import submit
+from tests.helpers import tiny_overrides
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def job_args(run_dir: Path, **extra) -> list[str]:
+    # timeout_min=60: below about 50 minutes submitit counts every USR2 as a time-out, not a preemption.
+    over = {"model.drop_path_rate": 0.0, "eval.knn_at_end": False, "train.threads": 1, **extra}
+    return ["--tasks-per-node", "2", "--cpus-per-task", "1", "--timeout-min", "60", *tiny_overrides(run_dir, **over)]
+
+
+def steps(run_dir: Path) -> list[int]:
+    try:
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line)["step"] for line in lines if '"loss"' in line]
+
+
+def wait_for(condition, what: str, timeout: float = 120.0) -> None:
+    end = time.time() + timeout
+    while not condition():
+        assert time.time() < end, f"timed out waiting for {what}"
+        time.sleep(0.2)
+
+
+def finish(job, run_dir: Path) -> list:
+    """Wait until every task wrote its result and the job left the queue; return the results.
+
+    Polls the files rather than ``job.results()``: without accounting, submitit cannot read the job's
+    state, and a job that was just requeued can look finished to it.
+    """
+    results = [run_dir / "slurm" / f"{job.job_id}_{t}_result.pkl" for t in range(2)]
+    queued = lambda: job.job_id in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,  # noqa: E731
+                                                  text=True).stdout.split()
+    wait_for(lambda: all(p.exists() for p in results) and not queued(), f"job {job.job_id} to finish", 240)
+    return job.results()
+
+
+def rank0_log(run_dir: Path) -> str:
+    return "".join(p.read_text() for p in sorted((run_dir / "slurm").glob("*_0_log.out")))
+
+
+def test_two_task_job_runs_as_two_ranks(slurm_cluster, tmp_path):
+    run = tmp_path / "run"
+    job = submit(job_args(run))
+    assert finish(job, run) == [{}, {}]  # knn_at_end is off: both ranks return no figures
+    state = torch.load(run / "checkpoint-00000008.pt", map_location="cpu", weights_only=True)
+    assert state["world"] == 2 and state["step"] == 8
+    logs = {p.name: p.read_text() for p in (run / "slurm").glob(f"{job.job_id}_*_log.out")}
+    assert "global_rank=1(2)" in logs[f"{job.job_id}_1_log.out"]
+    record = json.loads((run / "slurm_jobs.jsonl").read_text())
+    assert record["job_id"] == job.job_id and (run / "config.yaml").is_file()
+
+
+def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
+    run = tmp_path / "run"
+    job = submit(job_args(run, **{"data.subset": 1024}))  # 32 steps an epoch, 64 in all
+    wait_for(lambda: len(steps(run)) >= 10, "10 training steps")
+    job._interrupt()  # what SLURM does to a preempted job: TERM, then USR2
+    finish(job, run)
+    log = rank0_log(run)
+    saved = re.search(r"preempted: checkpoint at step (\d+) written", log)
+    resumed = re.search(r"resumed from \S+ at step (\d+)", log)
+    assert saved and resumed, log[-3000:]
+    assert int(resumed.group(1)) == int(saved.group(1)) >= 10  # it went on from there, not from 0
+    assert "finished at step 64/64" in log
+    assert sorted(steps(run)) == list(range(1, 65))  # every step exactly once: as many as an uninterrupted run
+
+
+def test_job_killed_without_warning_resumes_from_periodic_checkpoint(slurm_cluster, tmp_path):
+    run = tmp_path / "run"
+    job = submit(job_args(run, **{"data.subset": 1024, "train.checkpoint_every_minutes": 0.001}))
+    wait_for(lambda: any(int(p.stem.split("-")[1]) >= 8 for p in run.glob("checkpoint-*.pt")), "a checkpoint")
+    # TERM (which submitit ignores) then KILL: no checkpoint() call; the job restarts from its original pickle
+    subprocess.run(["scontrol", "requeue", job.job_id], check=True, capture_output=True)
+    finish(job, run)
+    log = rank0_log(run)
+    resumed = re.search(r"resumed from \S+ at step (\d+)", log)
+    assert resumed and int(resumed.group(1)) >= 8, log[-3000:]
+    assert "preempted: checkpoint" not in log
+    assert "finished at step 64/64" in log
+    assert set(steps(run)) == set(range(1, 65))  # steps after the last checkpoint were redone, none skipped
+
+
+def test_unknown_partition_is_one_line_from_slurm(slurm_cluster, tmp_path):
+    run = tmp_path / "run"
+    out = subprocess.run([sys.executable, "-m", "launch.slurm", "--partition", "no-such-partition",
+                          *tiny_overrides(run)], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    ours = [line for line in out.stderr.splitlines() if line.startswith("launch.slurm: error:")]
+    assert len(ours) == 1 and "invalid partition specified: no-such-partition" in ours[0]
+    assert "Traceback" not in out.stderr
+    assert not run.exists()  # nothing left behind for a job that never existed
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--tasks-per-node", "3", "optim.batch_size=32"], "not divisible by the 3 processes"),
+    (["--gpus-per-node", "2", "--tasks-per-node", "1"], "one process per GPU"),
+])
+def test_launcher_refuses_before_queueing(tmp_path, argv, message):
+    out = subprocess.run([sys.executable, "-m", "launch.slurm", *argv, f"train.output_dir={tmp_path / 'run'}"],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and message in out.stderr and "Traceback" not in out.stderr
