@@ -286,6 +286,8 @@ class Pretrainer:
         kw = dict(batch_size=e.batch_size, num_workers=self.cfg.data.num_workers, progress=self.progress)
         bank, bank_labels = extract_features(backbone, self.source, transform, self.device, desc=f"{desc} bank", **kw)
         queries, labels = extract_features(backbone, test, transform, self.device, desc=f"{desc} queries", **kw)
+        if not self.dist.is_main:  # every rank extracted its share of the features; rank 0 scores them
+            return {"top1": float("nan"), "top5": float("nan")}
         return knn_accuracy(queries, labels, bank, bank_labels, self.source.num_classes, e.knn_k, e.knn_temperature)
 
     def evaluate(self) -> dict[str, float]:
@@ -321,8 +323,10 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
     trainer.fit()
     results: dict[str, float] = {}
     done = trainer.step >= trainer.total_steps
-    if trainer.dist.is_main and done and cfg.eval.knn_at_end:
-        results = trainer.evaluate()
+    if done and cfg.eval.knn_at_end:
+        results = trainer.evaluate()  # every rank: the feature extraction is split over them
+        results = results if trainer.dist.is_main else {}
+    if trainer.dist.is_main and results:
         line = (f"k-NN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}) on the test split: "
                 f"teacher {results['knn_top1']:.2f} %")
         if "knn_top1_random_init" in results:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -90,16 +91,19 @@ def test_crops_do_not_depend_on_the_number_of_ranks():
 
 def test_two_processes_match_one_and_resume_on_one(tmp_path):
     one, two, resumed = tmp_path / "one", tmp_path / "two", tmp_path / "two-then-one"
-    pretrain(tiny_config(one, **DDP), progress=False)
+    knn = {"eval.knn_at_end": True}  # at the end, the k-NN features are extracted half by each rank
+    one_knn = pretrain(tiny_config(one, **{**DDP, **knn}), progress=False)["knn_top1"]
 
     first = torchrun(two, **{"train.stop_after_steps": 3})  # 4 steps per epoch: stops mid-epoch
     assert first.returncode == 0, first.stderr[-3000:]
     shutil.copytree(two, resumed)
     saved_by_two = torch.load(resumed / "checkpoint-00000003.pt", map_location="cpu", weights_only=True)
     assert saved_by_two["world"] == 2
-    second = torchrun(two)  # the 2-process run goes on with 2 processes...
+    second = torchrun(two, **knn)  # the 2-process run goes on with 2 processes...
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stdout and "at step 3" in second.stdout
+    two_knn = float(re.search(r"teacher ([\d.]+) %", second.stdout).group(1))
+    assert two_knn == pytest.approx(one_knn, abs=0.01)
     cfg = tiny_config(resumed, **DDP)  # ...and its copy with 1
     pretrain(cfg, progress=False)
 
@@ -144,3 +148,19 @@ def test_output_dir_not_visible_from_every_rank(tmp_path):
         assert "Traceback" not in err
     assert "is not visible from rank(s) [1]" in outs[0][1] and "shared by all nodes" in outs[0][1]
     assert not list(run.glob("checkpoint-*"))
+
+
+def test_knn_command_splits_feature_extraction_over_ranks(tiny_run, tmp_path):
+    from dinolite.cli import main
+
+    args = ["knn", str(tiny_run), "--no-cache", "--no-progress", "--k", "5", "20"]
+    assert main([*args, "--json", str(tmp_path / "one.json")]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "-m", "dinolite.cli", *args, "--json", str(tmp_path / "two.json")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("weighted k-NN") == 1  # rank 0 alone reports
+    one, two = (json.loads((tmp_path / f"{n}.json").read_text())["knn"] for n in ("one", "two"))
+    assert one.keys() == two.keys()
+    for k in one:
+        assert two[k]["top1"] == pytest.approx(one[k]["top1"], abs=0.01)

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from ..augment import EvalTransform
 from ..config import Config, validate
+from ..distributed import init_from_env
 from ..errors import UserError
 from ..train import resolve_device
 from ..weights import BackboneSpec, resolve
@@ -72,6 +73,7 @@ class EvalSetup:
     cache_dir: Path | None
     progress: bool
     key: str
+    is_main: bool = True  # rank 0 (or the only process) prints and writes; every rank extracts features
 
     def cache_spec(self, split: str, kind: str, n: int) -> dict:
         """Everything besides the weights that determines the features of ``split``."""
@@ -86,6 +88,7 @@ def setup(args: argparse.Namespace) -> EvalSetup:
     spec = resolve(args.target, args.checkpoint_key)
     cfg = eval_config(spec.config, getattr(args, "data", []))
     device = resolve_device(args.device, "--device")
+    info = init_from_env(device.type)  # under torchrun/srun the feature extraction is split over the ranks
     backbone = spec.build().to(device)
     in_chans = spec.kwargs.get("in_chans", 3)
     if len(cfg.augment.mean) != in_chans:
@@ -97,8 +100,8 @@ def setup(args: argparse.Namespace) -> EvalSetup:
         target = Path(args.target)
         default = (target if target.is_dir() else target.parent) / "features"
         cache_dir = Path(args.cache_dir) if args.cache_dir else default
-    return EvalSetup(spec, cfg, device, backbone, transform, cache_dir, not getattr(args, "no_progress", False),
-                     args.checkpoint_key)
+    progress = not getattr(args, "no_progress", False) and info.is_main
+    return EvalSetup(spec, cfg, device, backbone, transform, cache_dir, progress, args.checkpoint_key, info.is_main)
 
 
 def features(s: EvalSetup, split: str, model: torch.nn.Module | None = None, kind: str = "cls"):
@@ -123,7 +126,7 @@ def features(s: EvalSetup, split: str, model: torch.nn.Module | None = None, kin
         return extract_features(model or s.backbone, source, s.transform, s.device, batch_size=s.cfg.eval.batch_size,
                                 num_workers=s.cfg.data.num_workers, desc=f"{split} features", progress=s.progress)
 
-    feats, labels, hit = cached_features(path, compute, s.device)
+    feats, labels, hit = cached_features(path, compute, s.device, write=s.is_main)
     if s.progress:
         print(f"{split}: {len(labels)} images, {feats.shape[1]}-dim features "
               f"({'read from' if hit else 'written to'} {path})" if path else f"{split}: {len(labels)} images")

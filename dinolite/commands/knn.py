@@ -18,6 +18,8 @@ def run(args: argparse.Namespace) -> int:
     s = setup(args)
     bank, bank_labels, train = features(s, "train")
     queries, labels, _ = features(s, "test")
+    if not s.is_main:  # the other ranks only helped extract the features
+        return 0
     num_classes = max(train.num_classes, int(bank_labels.max()) + 1, int(labels.max()) + 1)
     if args.temperature <= 0:
         raise UserError("--temperature must be > 0")

@@ -9,12 +9,21 @@ from pathlib import Path
 from .common import add_target_args, features, setup
 
 
+def _multi_process() -> bool:
+    from ..distributed import read_rendezvous
+
+    return read_rendezvous().world > 1
+
+
 def run(args: argparse.Namespace) -> int:
     from ..errors import UserError
     from ..eval.features import ProbeFeatures
     from ..eval.linear import FAST_LRS, ProbeTrainTransform, train_protocol, train_sweep
     from ..export import write_safetensors
 
+    if args.mode == "protocol" and _multi_process():
+        raise UserError("--mode protocol trains on one process; under torchrun or srun use --mode fast "
+                        "(its features are extracted by all ranks)")
     s = setup(args)
     probe = ProbeFeatures(s.backbone, args.n_blocks, args.avgpool).to(s.device)
     kind = f"probe-n{args.n_blocks}-avg{int(args.avgpool)}"
@@ -25,6 +34,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--epochs and --batch-size must be >= 1")
     if args.mode == "fast":
         train_x, train_y, train = features(s, "train", probe, kind)
+        if not s.is_main:  # the other ranks only helped extract the features
+            return 0
         num_classes = max(train.num_classes, int(train_y.max()) + 1)
         res = train_sweep(train_x, train_y, test_x, test_y, num_classes, args.lrs or FAST_LRS, args.epochs,
                           args.batch_size, args.holdout, args.seed, s.progress)

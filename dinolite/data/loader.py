@@ -57,15 +57,19 @@ class BatchLoader:
         return 0
 
 
-def eval_batches(source, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
-    """All images in order, as ``(images, hw, labels)`` batches (the last one may be short).
+def eval_batches(source, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+                 indices: range | None = None):
+    """All images (or those of ``indices``) in order, as ``(images, hw, labels)`` batches (the last may be short).
 
-    Accepts an indexable ``ImageSource`` or a streamed ``ShardSet`` (shard order; bad samples skipped).
+    Accepts an indexable ``ImageSource`` or a streamed ``ShardSet`` (shard order; bad samples
+    skipped; ``indices`` must then be None).
     """
     from .shards import ShardSet
 
     if isinstance(source, ShardSet):
+        if indices is not None:
+            raise ValueError("a streamed ShardSet is read whole")
         return source.eval_batches(batch_size, num_workers, pin_memory)
-    idx = list(range(len(source)))
+    idx = list(range(len(source)) if indices is None else indices)
     batches = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
     return _loader(source, batches, num_workers, pin_memory)

@@ -26,8 +26,8 @@ def cache_path(folder: Path, weights_hash: str, split: str, spec: dict) -> Path:
 
 
 def cached_features(path: Path | None, compute: Callable[[], tuple[Tensor, Tensor]],
-                    device: torch.device) -> tuple[Tensor, Tensor, bool]:
-    """``(features, labels, was_cached)``: read ``path`` if it exists, else compute and write it."""
+                    device: torch.device, write: bool = True) -> tuple[Tensor, Tensor, bool]:
+    """``(features, labels, was_cached)``: read ``path`` if it exists, else compute and (if ``write``) write it."""
     if path is not None and path.is_file():
         try:
             data = load_file(str(path))
@@ -35,7 +35,7 @@ def cached_features(path: Path | None, compute: Callable[[], tuple[Tensor, Tenso
         except Exception:  # noqa: BLE001 - a damaged cache file is recomputed and replaced
             pass
     feats, labels = compute()
-    if path is not None:
+    if path is not None and write:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_safetensors({"features": feats, "labels": labels}, path)
     return feats, labels, False

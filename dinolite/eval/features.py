@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -10,23 +11,57 @@ from ..augment import EvalTransform
 from ..data import ImageSource, eval_batches
 
 
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _gather_in_order(part: Tensor, total: int, chunk: int) -> Tensor:
+    """Every rank's ``part`` (rank r holds rows ``r*chunk ..``), concatenated on every rank.
+
+    ``all_gather`` wants equal shapes, so parts are padded to ``chunk`` rows and trimmed after.
+    """
+    padded = part.new_zeros((chunk, *part.shape[1:]))
+    padded[:len(part)] = part
+    out = [torch.empty_like(padded) for _ in range(dist.get_world_size())]
+    dist.all_gather(out, padded)
+    return torch.cat(out)[:total]
+
+
 @torch.no_grad()
 def extract_features(backbone: nn.Module, source: ImageSource, transform: EvalTransform, device: torch.device,
                      batch_size: int = 256, num_workers: int = 0, desc: str = "features",
                      progress: bool = True) -> tuple[Tensor, Tensor]:
-    """``(features [N, D] float32, labels [N])`` on ``device``, in the source's order."""
+    """``(features [N, D] float32, labels [N])`` on ``device``, in the source's order.
+
+    Under torch.distributed every rank extracts a contiguous share of an indexable source and
+    gets the whole result back (every rank must call this). A streamed shard set is read whole
+    by every rank.
+    """
+    rank, world = _world()
+    split = world > 1 and hasattr(source, "__getitem__") and hasattr(source, "__len__")
+    indices = None
+    if split:
+        chunk = -(-len(source) // world)
+        indices = range(min(rank * chunk, len(source)), min((rank + 1) * chunk, len(source)))
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-    loader = eval_batches(source, batch_size, num_workers, pin_memory=device.type == "cuda")
-    for images, hw, y in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    loader = eval_batches(source, batch_size, num_workers, pin_memory=device.type == "cuda", indices=indices)
+    for images, hw, y in tqdm(loader, desc=desc, disable=not progress or rank > 0, leave=False):
         x = transform(images.to(device, non_blocking=True), hw)
         with autocast:
             feats.append(backbone(x).float())
         labels.append(y.to(device))
     backbone.train(was_training)
-    return torch.cat(feats), torch.cat(labels)
+    if not split:
+        return torch.cat(feats), torch.cat(labels)
+    dim = feats[0].shape[1] if feats else getattr(backbone, "dim", getattr(backbone, "num_features", 0))
+    mine_f = torch.cat(feats) if feats else torch.zeros(0, dim, device=device)
+    mine_y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
+    return _gather_in_order(mine_f, len(source), chunk), _gather_in_order(mine_y, len(source), chunk)
 
 
 class ProbeFeatures(nn.Module):
