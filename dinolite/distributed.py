@@ -57,13 +57,20 @@ def _first_slurm_host(nodelist: str) -> str:
                     f"set MASTER_ADDR to the first node's address")
 
 
+def master_port(job_id: str | int) -> int:
+    """Rank 0's port for a SLURM job: fixed by the job id (so a requeued job reuses it), in 20000-31999,
+    below Linux's ephemeral range (32768+) where a port may be taken by any outgoing connection."""
+    digits = "".join(ch for ch in str(job_id) if ch.isdigit()) or "0"
+    return 20000 + int(digits) % 12000
+
+
 def read_rendezvous(env: dict[str, str] | None = None) -> Rendezvous:
     """Rank, world size and rendezvous from whichever launcher started this process.
 
     ``torchrun`` (and submitit's ``TorchDistributedEnvironment``) set RANK / WORLD_SIZE /
     LOCAL_RANK / MASTER_ADDR / MASTER_PORT; those win. Otherwise a task of an ``srun`` job step
     reads SLURM_PROCID / SLURM_STEP_NUM_TASKS / SLURM_LOCALID, rank 0 being the first node of the
-    job and the port derived from the job id. The step's task count is used rather than
+    job and the port derived from the job id (:func:`master_port`). The step's task count is used rather than
     SLURM_NTASKS so that a single ``python`` typed in an ``salloc`` shell stays one process.
     """
     env = dict(os.environ if env is None else env)
@@ -71,10 +78,9 @@ def read_rendezvous(env: dict[str, str] | None = None) -> Rendezvous:
         return Rendezvous(int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", "0")),
                           env.get("MASTER_ADDR", "127.0.0.1"), int(env.get("MASTER_PORT", "29500")), "torchrun")
     if int(env.get("SLURM_STEP_NUM_TASKS", "1")) > 1 and "SLURM_PROCID" in env:
-        job = int(env.get("SLURM_JOB_ID", "0"))
         addr = env.get("MASTER_ADDR") or _first_slurm_host(env["SLURM_STEP_NODELIST"] if "SLURM_STEP_NODELIST" in env
                                                          else env["SLURM_JOB_NODELIST"])
-        port = int(env.get("MASTER_PORT", 20000 + job % 20000))
+        port = int(env.get("MASTER_PORT", master_port(env.get("SLURM_JOB_ID", "0"))))
         return Rendezvous(int(env["SLURM_PROCID"]), int(env["SLURM_STEP_NUM_TASKS"]),
                           int(env.get("SLURM_LOCALID", "0")), addr, port, "slurm")
     return Rendezvous(0, 1, 0, "127.0.0.1", 0, "single")

@@ -6,10 +6,13 @@ and on preemption or time-out calls ``checkpoint()`` on global rank 0, requeues 
 
 from __future__ import annotations
 
+import os
 import signal
 from typing import Any
 
 from omegaconf import OmegaConf
+
+from .distributed import master_port
 
 
 class PretrainJob:
@@ -43,6 +46,8 @@ class PretrainJob:
 
         # MASTER_ADDR/PORT, RANK, WORLD_SIZE, LOCAL_RANK from the job; every GPU stays visible
         # (the trainer picks cuda:LOCAL_RANK), which NCCL needs for peer-to-peer transfers.
+        job_id = submitit.JobEnvironment().job_id
+        os.environ["MASTER_PORT"] = str(master_port(job_id))  # not the one submitit draws from 20000-60000
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
         cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), self.config))
         return pretrain(cfg, progress=False, setup=self._attach)

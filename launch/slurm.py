@@ -49,6 +49,10 @@ def _executor(args: argparse.Namespace, folder: Path, tasks: int, name: str):
 
     executor = submitit.AutoExecutor(folder=str(folder), cluster="local" if args.local else "slurm",
                                      slurm_max_num_timeout=args.max_requeues)
+    if not args.local:
+        # A rank that dies takes the job step down with it, instead of leaving the others waiting
+        # for it in a collective until the time limit.
+        executor.update_parameters(slurm_srun_args=["--kill-on-bad-exit=1"])
     params = dict(nodes=args.nodes, tasks_per_node=tasks, timeout_min=args.timeout_min, name=name)
     if args.gpus_per_node:
         params["gpus_per_node"] = args.gpus_per_node

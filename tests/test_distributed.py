@@ -63,7 +63,7 @@ def test_rendezvous_from_torchrun_slurm_or_nothing():
     assert (r.rank, r.world, r.local_rank, r.master_addr, r.master_port, r.launcher) == (3, 4, 1, "h", 1234, "torchrun")
     r = read_rendezvous({"SLURM_STEP_NUM_TASKS": "16", "SLURM_PROCID": "9", "SLURM_LOCALID": "1",
                          "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu07,gpu08"})
-    assert (r.rank, r.world, r.local_rank, r.master_addr, r.master_port, r.launcher) == (9, 16, 1, "gpu07", 24242, "slurm")
+    assert (r.rank, r.world, r.local_rank, r.master_addr, r.master_port, r.launcher) == (9, 16, 1, "gpu07", 20000 + 4242, "slurm")
 
 
 def test_global_batch_must_split_evenly():

@@ -44,8 +44,13 @@ def finish(job, run_dir: Path) -> list:
     results = [run_dir / "slurm" / f"{job.job_id}_{t}_result.pkl" for t in range(2)]
     queued = lambda: job.job_id in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,  # noqa: E731
                                                   text=True).stdout.split()
-    wait_for(lambda: all(p.exists() for p in results) and not queued(), f"job {job.job_id} to finish", 240)
+    wait_for(lambda: not queued(), f"job {job.job_id} to leave the queue", 240)
+    assert all(p.exists() for p in results), rank0_log(run_dir)[-3000:] + err_logs(run_dir)
     return job.results()
+
+
+def err_logs(run_dir: Path) -> str:
+    return "".join(p.read_text()[-2000:] for p in sorted((run_dir / "slurm").glob("*_log.err")))
 
 
 def rank0_log(run_dir: Path) -> str:
