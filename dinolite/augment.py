@@ -132,7 +132,8 @@ def adjust_hue(x: Tensor, hue: Tensor) -> Tensor:
     cd = torch.where(c > 0, c, 1.0)
     h = torch.where(maxc == r, (g - b) / cd, torch.where(maxc == g, (b - r) / cd + 2, (r - g) / cd + 4))
     h = h.add_(hue.view(-1, 1, 1), alpha=6.0).unsqueeze(1)
-    k = (h + torch.tensor([5.0, 3.0, 1.0], device=x.device).view(1, 3, 1, 1)).remainder_(6)
+    offsets = torch.arange(5.0, 0.0, -2.0, device=x.device).view(1, 3, 1, 1)  # R 5, G 3, B 1; made on the device
+    k = (h + offsets).remainder_(6)
     return maxc.unsqueeze(1) - c.unsqueeze(1) * torch.minimum(k, 4 - k).clamp_(0, 1)
 
 
@@ -190,6 +191,17 @@ def gaussian_blur(x: Tensor, sigma: Tensor, sigma_max: float) -> Tensor:
     return gaussian_blur2d(x, (k, k), sigma[:, None].expand(-1, 2), border_type="reflect", separable=True)
 
 
+def _per_view(p: list[float], b: int, device: torch.device) -> Tensor:
+    """``[len(p) * b]`` rates, view-major, filled on the device: ``torch.tensor(p, device=cuda)``
+    would copy from the host and wait for all queued work (a host synchronisation in every step)."""
+    if len(set(p)) == 1:
+        return torch.full((len(p) * b,), p[0], device=device)
+    out = torch.empty(len(p), b, device=device)
+    for k, value in enumerate(p):
+        out[k].fill_(value)
+    return out.view(-1)
+
+
 @dataclass
 class Crops:
     """The views of one batch, grouped by resolution, view-major (view 0 of every sample first)."""
@@ -231,7 +243,7 @@ class MultiCrop(nn.Module):
         if v.shape[1] == 3 and c.grayscale_p > 0:
             gray = _bernoulli(c.grayscale_p, n, g).view(-1, 1, 1, 1)
             v = torch.where(gray, rgb_to_grayscale(v).expand_as(v), v)
-        per_view = lambda p: torch.tensor(p, device=x.device).repeat_interleave(b)  # noqa: E731
+        per_view = lambda p: _per_view(p, b, x.device)  # noqa: E731
         blur = _bernoulli(per_view(blur_p), n, g).view(-1, 1, 1, 1)
         sigma = _uniform(n, *c.blur_sigma, g)
         if max(blur_p) > 0:

@@ -48,6 +48,34 @@ def per_rank_batch(global_batch: int, world: int) -> int:
     return global_batch // world
 
 
+def to_device_ahead(batches, device: torch.device):
+    """Yield ``(images, hw)`` already on ``device``: batch i + 1 is copied on a side stream while step i runs.
+
+    The copies read the loader's pinned memory; the compute stream waits for a batch's copy before
+    using it, and ``record_stream`` keeps the allocator from reusing its memory too early. Without
+    CUDA the batches pass through unchanged (``train_step`` copies them).
+    """
+    if device.type != "cuda":
+        yield from batches
+        return
+    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
+
+    def copy(batch):
+        with torch.cuda.stream(side):
+            return [t.to(device, non_blocking=True) for t in batch]
+
+    it = iter(batches)
+    ahead = next(it, None)
+    ahead = None if ahead is None else copy(ahead)
+    while ahead is not None:
+        main.wait_stream(side)
+        for t in ahead:
+            t.record_stream(main)
+        following = next(it, None)
+        current, ahead = ahead, None if following is None else copy(following)
+        yield tuple(current)
+
+
 class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the message names the last good checkpoint."""
 
@@ -226,7 +254,7 @@ class Pretrainer:
         last_log, last_log_step, last_ckpt = time.time(), self.step, time.time()
         while self.step < stop:
             epoch, in_epoch = divmod(self.step, spe)
-            for images, hw in self.loader.epoch(epoch, in_epoch):
+            for images, hw in to_device_ahead(self.loader.epoch(epoch, in_epoch), self.device):
                 sched = Schedule.at(cfg, self.step, spe, self.global_batch)
                 loss, teacher_out, center = self.train_step(images, hw, sched, epoch)
                 finite &= torch.isfinite(loss)

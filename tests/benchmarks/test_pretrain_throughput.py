@@ -1,0 +1,53 @@
+"""benchmarks/pretrain_throughput.py at a tiny size on CPU: all four parts run and report figures."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pretrain_throughput.py"
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location("pretrain_throughput", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_run_reports_all_four_parts(tmp_path):
+    bench = load_benchmark()
+    out = tmp_path / "result.json"
+    result = bench.main(["--arch", "vit_tiny_patch16_224", "--global-size", "32", "--local-size", "16",
+                         "--local-crops", "2", "--batch", "4", "--steps", "2", "--warmup", "1", "--images", "12",
+                         "--sides", "40", "64", "--decode-size", "64", "--out-dim", "256", "--workers", "0",
+                         "--device", "cpu", "--threads", "1", "--side-stream", "--json", str(out)])
+    saved = json.loads(out.read_text())
+    assert saved == json.loads(json.dumps(result))
+    parts = saved["parts"]
+    assert set(parts) == {"a_cpu_baseline", "b_multicrop", "c_model_step", "d_end_to_end"}
+    for part in parts.values():
+        assert part["images_per_s"] > 0
+        assert part["flops_per_step"] > 0 and part["tflops_per_s"] > 0 and part["mfu"] > 0
+        assert part["peak_memory_gb"] is None  # CPU: no device memory to report
+    # the model parts share one FLOP count, which includes attention (counted on CPU too)
+    model = {parts[k]["flops_per_step"] for k in ("a_cpu_baseline", "c_model_step", "d_end_to_end")}
+    assert len(model) == 1
+    assert 0 <= parts["d_end_to_end"]["augment_fraction"] <= 1
+    assert saved["data"]["images"] == 12 and saved["config"]["peak_source"].startswith("measured")
+
+
+def test_baseline_views_follow_the_dino_recipe():
+    """The torchvision baseline makes 2 global + N local normalised views, collated view-major."""
+    bench = load_benchmark()
+    torch = pytest.importorskip("torch")
+    from dinolite.config import AugmentConfig
+
+    cfg = AugmentConfig(global_crops_size=24, local_crops_size=12, local_crops_number=3)
+    sample = bench._jpeg((0, 0, 40, 64))
+    views = bench.TorchvisionMultiCrop(cfg)((sample.data,))
+    assert [tuple(v.shape) for v in views] == [(3, 24, 24)] * 2 + [(3, 12, 12)] * 3
+    globals_, locals_ = bench.collate_views([views, views])
+    assert globals_.shape == (4, 3, 24, 24) and locals_.shape == (6, 3, 12, 12)
+    assert torch.equal(globals_[1], views[0]) and torch.equal(globals_[2], views[1])  # view-major
