@@ -22,7 +22,7 @@ def test_tiny_run_reports_all_four_parts(tmp_path):
     result = bench.main(["--arch", "vit_tiny_patch16_224", "--global-size", "32", "--local-size", "16",
                          "--local-crops", "2", "--batch", "4", "--steps", "2", "--warmup", "1", "--images", "12",
                          "--sides", "40", "64", "--decode-size", "64", "--out-dim", "256", "--workers", "0",
-                         "--device", "cpu", "--threads", "1", "--side-stream", "--json", str(out)])
+                         "--device", "cpu", "--threads", "1", "--json", str(out)])
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(result))
     parts = saved["parts"]
