@@ -37,20 +37,25 @@ import os
 import platform
 import random
 import re
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
+from PIL import Image, ImageFilter
 from torch.utils.flop_counter import FlopCounterMode
 
 from dinolite.augment import Crops
+
 from dinolite.config import load_config
 from dinolite.data.shard_writer import Sample, SampleSource, write_shards
 from dinolite.data.shards import ShardLoader
 from dinolite.train import Pretrainer, Schedule, to_device_ahead
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_images import load_photo, random_size, synthetic_picture  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results"
 H100_BF16_DENSE_TFLOPS = 989.0  # NVIDIA's H100 SXM spec (dense bf16); H200 has the same compute
@@ -59,16 +64,6 @@ PREFETCH = 2  # DataLoader prefetch_factor of the baseline (ShardLoader uses the
 
 # ---- synthetic data ------------------------------------------------------------------------------
 
-def _photo() -> Image.Image | None:
-    """matplotlib's sample photo (512 x 600 JPEG), when matplotlib is installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    return Image.open(path).convert("RGB") if path.is_file() else None
-
-
 _PHOTO: Image.Image | None = None
 
 
@@ -76,35 +71,16 @@ def _jpeg(job: tuple[int, int, int, int]) -> Sample:
     """One JPEG sample: random size and aspect, a photo crop with grain (or shapes on noise)."""
     i, seed, lo, hi = job
     rng = random.Random(seed * 7_919 + i)
-    long_side, aspect = rng.randint(lo, hi), rng.uniform(0.6, 1.0)
-    short = max(1, int(long_side * aspect))
-    w, h = (long_side, short) if rng.random() < 0.6 else (short, long_side)
-    if _PHOTO is not None:
-        p = _PHOTO
-        cw, ch = int(p.width * rng.uniform(0.5, 1.0)), int(p.height * rng.uniform(0.5, 1.0))
-        x, y = rng.randrange(p.width - cw + 1), rng.randrange(p.height - ch + 1)
-        im = p.crop((x, y, x + cw, y + ch)).resize((w, h), Image.BICUBIC)
-        im = ImageEnhance.Color(im).enhance(rng.uniform(0.5, 1.5))
-        if rng.random() < 0.5:
-            im = im.transpose(Image.FLIP_LEFT_RIGHT)
-    else:
-        im = Image.effect_noise((w, h), rng.uniform(20, 60)).convert("RGB")
-        draw = ImageDraw.Draw(im)
-        for _ in range(12):
-            x, y = rng.randrange(w), rng.randrange(h)
-            draw.ellipse((x, y, x + rng.randrange(20, 150), y + rng.randrange(20, 150)),
-                         fill=tuple(rng.randrange(256) for _ in range(3)))
-    # grain: upscaled crops are smoother than camera images; it gives the JPEG coder texture
-    im = Image.blend(im, Image.effect_noise((w, h), 64).convert("RGB"), 0.15)
+    w, h = random_size(rng, lo, hi)
     buf = io.BytesIO()
-    im.save(buf, format="JPEG", quality=90)
-    return Sample(f"{i:08d}", "jpg", buf.getvalue(), i % 10, long_side)
+    synthetic_picture(rng, w, h, _PHOTO, grain=0.15).save(buf, format="JPEG", quality=90)
+    return Sample(f"{i:08d}", "jpg", buf.getvalue(), i % 10, max(w, h))
 
 
 def make_shards(out: Path, n: int, sides: tuple[int, int], per_shard: int, seed: int = 0) -> dict:
     """Write ``n`` synthetic JPEGs as shards (in parallel where there are cores); returns stats."""
     global _PHOTO
-    _PHOTO = _photo()
+    _PHOTO = load_photo()
     jobs = [(i, seed, sides[0], sides[1]) for i in range(n)]
     procs = min(16, (os.cpu_count() or 1))
     nbytes = [0]

@@ -24,67 +24,33 @@ import json
 import os
 import platform
 import random
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw, ImageEnhance
 
 from dinolite.data.folder import ImageFolder
 from dinolite.data.shard_read import read_shard
 from dinolite.data.shard_writer import folder_samples, write_shards
 from dinolite.data.shards import ShardLoader, ShardSet
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from synthetic_images import load_photo, random_size, synthetic_picture  # noqa: E402
 
-
-def find_photo() -> Path | None:
-    """matplotlib's sample photo (512 x 600 JPEG), when matplotlib is installed."""
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
-    return path if path.is_file() else None
-
-
-def _synthetic(rng: random.Random, w: int, h: int) -> Image.Image:
-    im = Image.radial_gradient("L").resize((w, h)).convert("RGB")
-    im = Image.merge("RGB", [c.point(lambda v, k=rng.random(): int(v * k)) for c in im.split()])
-    noise = Image.effect_noise((w, h), rng.uniform(20, 60)).convert("RGB")
-    im = Image.blend(im, noise, 0.3)
-    draw = ImageDraw.Draw(im)
-    for _ in range(12):
-        x, y = rng.randrange(w), rng.randrange(h)
-        draw.ellipse((x, y, x + rng.randrange(20, 150), y + rng.randrange(20, 150)),
-                     fill=tuple(rng.randrange(256) for _ in range(3)))
-    return im
 
 
 def make_images(folder: Path, n: int, seed: int = 0) -> str:
     """``n`` JPEGs in ``folder/<class>/``; returns a description of their origin."""
     rng = random.Random(seed)
-    path = find_photo()
-    photo = Image.open(path).convert("RGB") if path is not None else None
+    photo = load_photo()
     for i in range(n):
-        long_side, aspect = rng.randint(333, 500), rng.uniform(0.6, 1.0)
-        w, h = (long_side, int(long_side * aspect)) if rng.random() < 0.6 else (int(long_side * aspect), long_side)
-        if photo is not None:
-            cw, ch = int(photo.width * rng.uniform(0.5, 1.0)), int(photo.height * rng.uniform(0.5, 1.0))
-            x, y = rng.randrange(photo.width - cw + 1), rng.randrange(photo.height - ch + 1)
-            im = photo.crop((x, y, x + cw, y + ch)).resize((w, h), Image.BICUBIC)
-            im = ImageEnhance.Color(im).enhance(rng.uniform(0.5, 1.5))
-            if rng.random() < 0.5:
-                im = im.transpose(Image.FLIP_LEFT_RIGHT)
-            # grain: upscaled crops are smoother than camera images; grain adds back texture for the
-            # JPEG coder (files come out near 56 KiB; ImageNet's average is about 110 KiB)
-            im = Image.blend(im, Image.effect_noise((w, h), 64).convert("RGB"), 0.12)
-        else:
-            im = _synthetic(rng, w, h)
+        w, h = random_size(rng)
         cls = folder / f"class{i % 10}"
         cls.mkdir(parents=True, exist_ok=True)
-        im.save(cls / f"img{i:05d}.jpg", quality=90)
-    return f"crops of the real photo {path.name}" if photo is not None else "PIL-generated content"
+        synthetic_picture(rng, w, h, photo).save(cls / f"img{i:05d}.jpg", quality=90)
+    return "crops of the real photo grace_hopper.jpg" if photo is not None else "PIL-generated content"
 
 
 def best_rate(fn, n: int, repeats: int) -> float:
