@@ -48,7 +48,6 @@ from PIL import Image, ImageFilter
 from torch.utils.flop_counter import FlopCounterMode
 
 from dinolite.augment import Crops
-
 from dinolite.config import load_config
 from dinolite.data.shard_writer import Sample, SampleSource, write_shards
 from dinolite.data.shards import ShardLoader
