@@ -6,6 +6,7 @@ a recipe YAML only lists what it changes.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
@@ -150,24 +151,30 @@ def recipe_path(name_or_path: str | None) -> Path:
     return path
 
 
-def load_config(config: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- recipe YAML <- ``key=value`` overrides, type-checked, as a plain dataclass."""
-    path = recipe_path(config)
-    schema = OmegaConf.structured(Config)
+def merge_recipe(schema: type, path: Path, overrides: list[str] | None, keys_hint: str):
+    """``schema``'s defaults <- the YAML at ``path`` <- ``key=value`` overrides, as an OmegaConf object.
+
+    Every failure is a one-line UserError; ``keys_hint`` says where the keys are documented.
+    """
     try:
-        cfg = OmegaConf.merge(schema, OmegaConf.load(path))
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path))
     except OmegaConfBaseException as err:
-        raise UserError(f"{path}: {_one_line(err)}; fix the recipe file") from None
+        raise UserError(f"{path}: {_one_line(err)}; fix the recipe file (is it a {schema.__name__} recipe?)") from None
     bad = [o for o in overrides or [] if "=" not in o or o.startswith("=")]
     if bad:
         raise UserError(f"override {bad[0]!r} is not key=value: write e.g. optim.epochs=10")
     try:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
     except OmegaConfBaseException as err:
-        raise UserError(f"bad override: {_one_line(err)}; see configs/*.yaml for the keys and types") from None
+        raise UserError(f"bad override: {_one_line(err)}; see {keys_hint} for the keys and types") from None
     if cfg.recipe == "custom":
         cfg.recipe = path.stem
-    out: Config = OmegaConf.to_object(cfg)
+    return cfg
+
+
+def load_config(config: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults <- recipe YAML <- ``key=value`` overrides, type-checked, as a plain dataclass."""
+    out: Config = OmegaConf.to_object(merge_recipe(Config, recipe_path(config), overrides, "configs/*.yaml"))
     validate(out)
     return out
 
@@ -203,14 +210,40 @@ def validate(cfg: Config) -> None:
             raise UserError(f"invalid config: {msg}")
 
 
-def save_config(cfg: Config, path: Path) -> None:
-    path.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-
-
-def read_saved_config(path: Path) -> Config:
-    """Load a run directory's resolved config.yaml (written by :func:`save_config`)."""
+def save_config(cfg, path: Path) -> None:
+    """A resolved config (any of the config dataclasses) as YAML, written to a temporary name and renamed."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.load(path))
+        tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_saved_config(path: Path, schema: type | None = None):
+    """Load a run directory's resolved config.yaml (written by :func:`save_config`) as ``schema`` (default Config)."""
+    schema = schema or Config
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path))
     except OmegaConfBaseException as err:
-        raise UserError(f"{path}: {_one_line(err)}; the run directory's config is not a dinolite config") from None
+        raise UserError(f"{path}: {_one_line(err)}; the run directory's config is not a {schema.__name__}") from None
     return OmegaConf.to_object(merged)
+
+
+def prepare_run_dir(cfg, is_main: bool, identity: tuple[str, ...] = ("recipe",)) -> Path:
+    """Create ``cfg.train.output_dir``, refuse one that holds another run, save the resolved config.
+
+    Another run is one whose saved config differs in any of the ``identity`` fields.
+    """
+    run_dir = Path(cfg.train.output_dir)
+    saved = run_dir / "config.yaml"
+    if saved.is_file():
+        old = read_saved_config(saved, type(cfg))
+        for key in identity:
+            if getattr(old, key) != getattr(cfg, key):
+                raise UserError(f"{run_dir} holds a run with {key} {getattr(old, key)!r}, not {getattr(cfg, key)!r}: "
+                                f"pass train.output_dir=<new folder>, or the same {key} to resume it")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, saved)
+    return run_dir

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .augment import EvalTransform, GlobalBatchRNG, MultiCrop
-from .config import Config, read_saved_config, save_config
+from .config import Config, prepare_run_dir
 from .data import ImageSource, build_loader, build_source
 from .distributed import DistInfo, all_reduce_mean, barrier, check_shared_dir, cleanup, init_from_env
 from .errors import UserError
@@ -87,21 +87,6 @@ def resolve_device(name: str, option: str = "train.device") -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError(f"{option} cuda was asked for but no CUDA device is visible: use {option} cpu or auto")
     return torch.device(name)
-
-
-def prepare_run_dir(cfg: Config, is_main: bool) -> Path:
-    """Create the run directory, refuse one that belongs to another recipe, save the resolved config."""
-    run_dir = Path(cfg.train.output_dir)
-    saved = run_dir / "config.yaml"
-    if saved.is_file():
-        old = read_saved_config(saved)
-        if old.recipe != cfg.recipe:
-            raise UserError(f"{run_dir} holds a run of recipe '{old.recipe}', not '{cfg.recipe}': "
-                            f"pass train.output_dir=<new folder>, or --config {old.recipe} to resume it")
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, saved)
-    return run_dir
 
 
 def check_channels(cfg: Config, source: ImageSource) -> None:

@@ -164,3 +164,20 @@ def test_knn_command_splits_feature_extraction_over_ranks(tiny_run, tmp_path):
     assert one.keys() == two.keys()
     for k in one:
         assert two[k]["top1"] == pytest.approx(one[k]["top1"], abs=0.01)
+
+
+def test_finetune_runs_under_torchrun_with_the_same_budget(tmp_path):
+    from dinolite.finetune.methods import finetune
+    from tests.finetune.helpers import ft_config, ft_overrides, write_tiny_backbone
+
+    init = write_tiny_backbone(tmp_path / "backbone.safetensors")
+    one = finetune(ft_config(tmp_path / "one", init, "layerwise"), progress=False)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "-m", "dinolite.cli", "finetune", "--no-progress", *ft_overrides(tmp_path / "two", init, "layerwise")]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    two = json.loads((tmp_path / "two" / "results.json").read_text())
+    for key in ("steps_per_model", "total_steps", "global_batch", "test_images"):
+        assert two[key] == one[key], key
+    assert len(two["rows"]) == len(one["rows"])  # every exit and the ensemble, scored on all test images
+    assert 0 < two["top1"] <= 100

@@ -1,0 +1,72 @@
+"""``dinolite finetune``: supervised fine-tuning and its three self-distillation variants on labelled data."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def data_overrides(items: list[str]) -> list[str]:
+    """``--data`` items as config overrides: ``key=value`` (a bare data key is a ``data.`` key), or a shortcut:
+    ``fashion_mnist[:ROOT]``, a shard directory (holding manifest.json), or an image folder root."""
+    from dataclasses import fields
+
+    from ..config import DataConfig
+    from ..errors import UserError
+
+    data_keys = {f.name for f in fields(DataConfig)}
+    out = []
+    for item in items:
+        if "=" in item:  # --data takes the overrides that follow it too: only data keys get the prefix
+            key = item.split("=", 1)[0]
+            out.append(f"data.{item}" if key in data_keys else item)
+        elif item == "fashion_mnist" or item.startswith("fashion_mnist:"):
+            out.append("data.source=fashion_mnist")
+            if ":" in item:
+                out.append(f"data.root={item.split(':', 1)[1]}")
+        elif Path(item).is_dir():
+            kind = "shards" if (Path(item) / "manifest.json").is_file() else "folder"
+            out += [f"data.source={kind}", f"data.root={item}"]
+        else:
+            raise UserError(f"--data {item!r}: expected key=value, fashion_mnist[:ROOT], a shard directory or an "
+                            f"image folder root (holding train/<class>/ and val/<class>/)")
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..train import TrainingDiverged
+    from ..finetune.config import load_finetune_config
+    from ..finetune.methods import finetune
+
+    overrides = data_overrides(args.data) + list(args.overrides)
+    if args.method:
+        overrides.append(f"method={args.method}")
+    if args.init:
+        overrides.append(f"init={args.init}")
+    cfg = load_finetune_config(args.config, overrides)
+    try:
+        finetune(cfg, progress=not args.no_progress)
+    except TrainingDiverged as err:
+        print(f"dinolite: training stopped: {err}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def register(sub) -> None:
+    from ..finetune import METHODS
+
+    p = sub.add_parser("finetune", help="fine-tune on labelled data: supervised, born-again, layerwise, consistency",
+                       description="Train backbone + classifier on labelled data from pretrained weights, with one of "
+                                   "three forms of self-distillation or the supervised baseline; writes results.md and "
+                                   "results.json into the run directory. Rerunning the same command resumes.")
+    p.add_argument("--config", default=None, help="recipe name or YAML path (default: finetune_fmnist)")
+    p.add_argument("--method", choices=METHODS, default=None, help="default: the recipe's (supervised)")
+    p.add_argument("--init", default=None, metavar="RUN_OR_CHECKPOINT_OR_timm:NAME",
+                   help="initial weights: run directory, checkpoint, export, .safetensors, or timm:NAME")
+    p.add_argument("--data", nargs="+", default=[], metavar="ITEM",
+                   help="key=value data settings (bare keys are data.* keys), or fashion_mnist[:ROOT], "
+                        "a shard directory, an image folder root")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (metric lines still written)")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.epochs=3 train.output_dir=runs/ft")
+    p.set_defaults(func=run)

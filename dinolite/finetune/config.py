@@ -1,0 +1,161 @@
+"""Typed fine-tuning config: a ``FinetuneConfig`` dataclass checked by OmegaConf, a YAML recipe, ``key=value`` overrides.
+
+The data section is pretraining's ``DataConfig`` (same sources: image folder, Fashion-MNIST, shards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List
+
+from omegaconf import OmegaConf
+
+from ..config import DataConfig, merge_recipe, recipe_path
+from ..errors import UserError
+from . import METHODS
+
+DEFAULT_RECIPE = "finetune_fmnist"
+
+
+@dataclass
+class FTAugmentConfig:
+    image_size: int = 0  # training and evaluation size in pixels; 0 = the backbone's pretraining size
+    scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
+    flip_p: float = 0.5
+    jitter_p: float = 0.0  # colour jitter probability (0 = off)
+    brightness: float = 0.4
+    contrast: float = 0.4
+    saturation: float = 0.4
+    mean: List[float] = field(default_factory=list)  # [] = the pretraining run's, else ImageNet's
+    std: List[float] = field(default_factory=list)
+    crop_ratio: float = 1.0  # evaluation: centre square of this fraction of the shorter side
+
+
+@dataclass
+class FTModelConfig:
+    drop_path_rate: float = 0.1  # the student's; teachers run without
+    head_init_std: float = 0.02  # new classifier weights ~ truncated N(0, std), biases 0
+    timm_pretrained: bool = True  # --init timm:NAME: timm's pretrained weights (false: random init)
+    timm_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs for timm:NAME
+
+
+@dataclass
+class FTOptimConfig:
+    epochs: int = 10
+    batch_size: int = 64  # the global batch, split equally over the processes; the LR rule scales with it
+    lr: float = 0.0005  # peak LR for a global batch of 256 (linear scaling rule)
+    min_lr: float = 1e-6
+    warmup_epochs: float = 1.0
+    weight_decay: float = 0.05
+    layer_decay: float = 1.0  # LR of block i is lr * layer_decay ** (depth + 1 - i); 1 = off
+    label_smoothing: float = 0.0
+    clip_grad: float = 3.0  # 0 disables clipping
+
+
+@dataclass
+class BornAgainConfig:
+    generations: int = 2  # G, generation 0 (supervised) included
+    alpha: float = 0.5  # weight of the label CE; 1 - alpha goes to the distillation term
+    temperature: float = 2.0
+    teacher: str = ""  # optional: a finished supervised fine-tuning run (or its model file) used as generation 0
+
+
+@dataclass
+class LayerwiseConfig:
+    exits: List[int] = field(default_factory=list)  # blocks (1..depth-1) carrying an exit; [] = 1/4, 1/2, 3/4 of depth
+    temperature: float = 3.0
+    kd_weight: float = 1.0  # weight of each shallow exit's KL to the final exit
+    hint_weight: float = 0.0  # weight of the feature hint (0 = off)
+    thresholds: List[float] = field(default_factory=lambda: [0.8, 0.9, 0.95])  # early-exit confidence thresholds
+
+
+@dataclass
+class ConsistencyConfig:
+    weight: float = 1.0  # lambda
+    temperature: float = 1.0
+    strength: float = 1.0  # 0 = aug(x) is x; 1 = crop scale [0.4, 1] and colour jitter 0.5
+
+
+@dataclass
+class FTTrainConfig:
+    output_dir: str = ""  # "" = runs/<recipe>-<method>
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0  # torch CPU threads (0 = torch's default)
+    log_every: int = 20
+    checkpoint_every_minutes: float = 10.0
+    keep_checkpoints: int = 2
+    stop_after_steps: int = 0  # stop (with a checkpoint) after this many steps of the whole command; 0 = run to the end
+
+
+@dataclass
+class FTEvalConfig:
+    batch_size: int = 256
+    every_epochs: int = 1  # test-split evaluation interval (the last epoch is always evaluated)
+
+
+@dataclass
+class FinetuneConfig:
+    recipe: str = "custom"
+    method: str = "supervised"
+    init: str = ""  # run directory, checkpoint, export, .safetensors, or timm:NAME
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: FTAugmentConfig = field(default_factory=FTAugmentConfig)
+    model: FTModelConfig = field(default_factory=FTModelConfig)
+    optim: FTOptimConfig = field(default_factory=FTOptimConfig)
+    born_again: BornAgainConfig = field(default_factory=BornAgainConfig)
+    layerwise: LayerwiseConfig = field(default_factory=LayerwiseConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    train: FTTrainConfig = field(default_factory=FTTrainConfig)
+    eval: FTEvalConfig = field(default_factory=FTEvalConfig)
+
+
+def load_finetune_config(config: str | None = None, overrides: list[str] | None = None) -> FinetuneConfig:
+    """Defaults <- recipe YAML <- ``key=value`` overrides, type-checked and validated."""
+    cfg = merge_recipe(FinetuneConfig, recipe_path(config or DEFAULT_RECIPE), overrides, "dinolite/finetune/config.py")
+    if not cfg.train.output_dir:
+        cfg.train.output_dir = f"runs/{cfg.recipe}-{cfg.method}"
+    out: FinetuneConfig = OmegaConf.to_object(cfg)
+    validate(out)
+    return out
+
+
+def validate(cfg: FinetuneConfig) -> None:
+    """Checks that types cannot express; each message names the key and the fix."""
+    a, o, b, lw, c = cfg.augment, cfg.optim, cfg.born_again, cfg.layerwise, cfg.consistency
+    checks = [
+        (cfg.method in METHODS, f"method must be one of {', '.join(METHODS)} (--method)"),
+        (bool(cfg.init.strip()), "no initial weights: pass --init RUN_DIR, CHECKPOINT, EXPORT or timm:NAME"),
+        (cfg.data.source in ("folder", "fashion_mnist", "shards"), "data.source must be 'folder', 'fashion_mnist' or 'shards'"),
+        (cfg.data.source != "shards" or bool(cfg.data.eval_shards),
+         "data.source=shards needs data.eval_shards (the test split's shards)"),
+        (cfg.data.source != "shards" or not (cfg.data.subset or cfg.data.test_subset),
+         "data.subset/test_subset do not apply to shards: write fewer samples with 'dinolite shards --subset N'"),
+        (a.image_size >= 0, "augment.image_size must be >= 0 (0 = the backbone's size)"),
+        (len(a.scale) == 2 and 0 < a.scale[0] <= a.scale[1] <= 1, "augment.scale must be [low, high] with 0 < low <= high <= 1"),
+        (0 <= a.flip_p <= 1 and 0 <= a.jitter_p <= 1, "augment.flip_p and augment.jitter_p must be in [0, 1]"),
+        (len(a.mean) == len(a.std) and len(a.mean) in (0, 1, 3), "augment.mean/std must both have 0 (default), 1 or 3 values"),
+        (all(s > 0 for s in a.std), "augment.std values must be > 0"),
+        (0 < a.crop_ratio <= 1, "augment.crop_ratio must be in (0, 1]"),
+        (o.epochs >= 1 and o.batch_size >= 1, "optim.epochs and optim.batch_size must be >= 1"),
+        (o.lr > 0 and o.warmup_epochs >= 0, "optim.lr must be > 0 and optim.warmup_epochs >= 0"),
+        (0 < o.layer_decay <= 1, "optim.layer_decay must be in (0, 1] (1 = no layer-wise decay)"),
+        (0 <= o.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)"),
+        (b.generations >= 1, "born_again.generations must be >= 1 (generation 0 included)"),
+        (0 <= b.alpha <= 1, "born_again.alpha must be in [0, 1]"),
+        (b.temperature > 0 and lw.temperature > 0 and c.temperature > 0, "distillation temperatures must be > 0"),
+        (lw.kd_weight >= 0 and lw.hint_weight >= 0 and c.weight >= 0, "loss weights must be >= 0"),
+        (all(0 < t <= 1 for t in lw.thresholds), "layerwise.thresholds must lie in (0, 1]"),
+        (c.strength >= 0, "consistency.strength must be >= 0"),
+        (cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
+        (cfg.train.log_every >= 1 and cfg.train.keep_checkpoints >= 1, "train.log_every and train.keep_checkpoints must be >= 1"),
+        (cfg.eval.batch_size >= 1 and cfg.eval.every_epochs >= 1, "eval.batch_size and eval.every_epochs must be >= 1"),
+    ]
+    for ok, msg in checks:
+        if not ok:
+            raise UserError(f"invalid config: {msg}")
+
+
+def as_dict(cfg: FinetuneConfig) -> dict:
+    """The resolved config as plain containers (stored in checkpoints, which hold no dataclasses)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))

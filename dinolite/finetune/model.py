@@ -1,0 +1,179 @@
+"""Where the fine-tuned network comes from and goes to: ``--init`` resolution, building a fresh
+classifier from it, and saving / reloading a fine-tuned model (born-again teachers).
+
+``--init`` takes what ``dinolite.weights.resolve`` takes (run directory, checkpoint, export,
+``.safetensors``, official DINO file) or ``timm:NAME`` (timm's pretrained weights, or a seeded
+random init with ``model.timm_pretrained=false``). The init weights are read once; every model
+built from them (each born-again generation) starts from the same tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import timm
+import torch
+from torch import nn
+
+from .. import checkpoint as ckpt
+from ..errors import UserError
+from ..export import write_safetensors
+from ..weights import load_into, read_weights_file, resolve
+from .config import FinetuneConfig
+from .exits import MultiExitViT
+
+META_KEY = "dinolite_finetune"
+MODEL_FILE = "model.safetensors"
+IMAGENET = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+_ARCH_KEYS = ("patch_size", "embed_dim", "depth", "num_heads", "in_chans", "mlp_ratio", "qkv_bias", "img_size")
+
+
+@dataclass
+class InitSpec:
+    """A backbone's timm name, ``create_model`` kwargs (``num_classes=0``), weights and normalisation."""
+
+    arch: str
+    kwargs: dict
+    state_dict: dict
+    source: str
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+    @property
+    def depth(self) -> int:
+        return 1 + max(int(k.split(".")[1]) for k in self.state_dict if k.startswith("blocks."))
+
+    @property
+    def img_size(self) -> int:
+        size = self.kwargs.get("img_size", 224)
+        return int(size[0] if isinstance(size, (list, tuple)) else size)
+
+
+def _from_timm(name: str, cfg: FinetuneConfig, in_chans: int) -> InitSpec:
+    if not timm.is_model(name.split(".")[0]):
+        raise UserError(f"--init timm:{name}: not a timm model; pick a ViT from timm.list_models('vit_*')")
+    kwargs = dict(num_classes=0, dynamic_img_size=True, in_chans=in_chans, **cfg.model.timm_kwargs)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.train.seed)
+            model = timm.create_model(name, pretrained=cfg.model.timm_pretrained, **kwargs)
+    except (TypeError, ValueError, AssertionError) as err:
+        raise UserError(f"cannot build timm:{name} with model.timm_kwargs={cfg.model.timm_kwargs} ({err})") from None
+    except (RuntimeError, OSError) as err:  # no network or no cached file for the pretrained weights
+        raise UserError(f"cannot fetch timm's pretrained weights for {name} ({str(err).splitlines()[0][:120]}): "
+                        f"put them in the Hugging Face cache, or pass model.timm_pretrained=false") from None
+    if not hasattr(model, "blocks"):
+        raise UserError(f"timm:{name} is not a Vision Transformer (no blocks): pick one of timm.list_models('vit_*')")
+    kwargs["img_size"] = model.patch_embed.img_size[0]
+    pc = getattr(model, "pretrained_cfg", {}) or {}
+    mean, std = list(pc.get("mean", IMAGENET[0])), list(pc.get("std", IMAGENET[1]))
+    return InitSpec(name, kwargs, model.state_dict(), f"timm:{name}", mean, std)
+
+
+def resolve_init(cfg: FinetuneConfig, in_chans: int) -> InitSpec:
+    """The backbone named by ``cfg.init``; its channel count must match the data's."""
+    if cfg.init.startswith("timm:"):
+        spec = _from_timm(cfg.init[len("timm:"):], cfg, in_chans)
+    else:
+        b = resolve(cfg.init, "teacher")
+        kwargs = {k: v for k, v in b.kwargs.items() if k != "drop_path_rate"}
+        mean = list(b.config.augment.mean) if b.config is not None else None
+        std = list(b.config.augment.std) if b.config is not None else None
+        spec = InitSpec(b.arch, kwargs, b.state_dict, str(b.source), mean, std)
+    have = spec.kwargs.get("in_chans", 3)
+    if have != in_chans:
+        raise UserError(f"--init {cfg.init} takes {have}-channel images but the data has {in_chans} channel(s): "
+                        f"pick data or an --init with the same number of channels")
+    return spec
+
+
+def normalisation(cfg: FinetuneConfig, init: InitSpec, channels: int) -> tuple[list[float], list[float]]:
+    """``augment.mean/std`` when set, else the pretraining run's, else ImageNet's (averaged for 1 channel)."""
+    if cfg.augment.mean:
+        mean, std = list(cfg.augment.mean), list(cfg.augment.std)
+    elif init.mean is not None and len(init.mean) == channels:
+        mean, std = list(init.mean), list(init.std)
+    else:
+        mean, std = IMAGENET
+        if channels == 1:
+            mean, std = [sum(mean) / 3], [sum(std) / 3]
+    if len(mean) != channels:
+        raise UserError(f"augment.mean/std have {len(mean)} values but the images have {channels} channel(s): "
+                        f"set augment.mean and augment.std to {channels} value(s)")
+    return mean, std
+
+
+def build_model(init: InitSpec, num_classes: int, exit_blocks: list[int], hint: bool, drop_path_rate: float,
+                head_std: float, seed: int) -> MultiExitViT:
+    """A fresh classifier: the init backbone's weights, new heads drawn from ``seed``."""
+    kwargs = {**init.kwargs, "num_classes": 0, "drop_path_rate": drop_path_rate}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vit = timm.create_model(init.arch, pretrained=False, **kwargs)
+        load_into(vit, init.state_dict, Path(init.source))
+        vit.reset_classifier(num_classes)
+        nn.init.trunc_normal_(vit.head.weight, std=head_std)
+        nn.init.zeros_(vit.head.bias)
+        return MultiExitViT(vit, exit_blocks, hint, head_std)
+
+
+def model_meta(model: MultiExitViT, init: InitSpec, classes: list[str], image_size: int, mean, std) -> dict:
+    """What rebuilding the model needs (timm name and kwargs, exits), and the classes it predicts."""
+    kwargs = {k: v for k, v in init.kwargs.items() if k != "drop_path_rate"}
+    return {"arch": init.arch, "timm_kwargs": {**kwargs, "num_classes": model.vit.num_classes},
+            "exit_blocks": list(model.exit_blocks), "hint": len(model.hints) > 0, "classes": list(classes),
+            "image_size": image_size, "mean": list(mean), "std": list(std), "init": init.source}
+
+
+def save_model(model: MultiExitViT, meta: dict, path: Path) -> None:
+    write_safetensors(model.state_dict(), path, {META_KEY: json.dumps(meta)})
+
+
+def rebuild(meta: dict, state: dict, source: Path) -> MultiExitViT:
+    """A saved fine-tuned model, without drop path, in eval mode."""
+    kwargs = {**meta["timm_kwargs"], "drop_path_rate": 0.0}
+    num_classes = kwargs.pop("num_classes")
+    vit = timm.create_model(meta["arch"], pretrained=False, num_classes=num_classes, **kwargs)
+    model = MultiExitViT(vit, meta["exit_blocks"], meta["hint"])
+    load_into(model, state, source)
+    return model.eval()
+
+
+def read_model(path: str | Path) -> tuple[dict, dict, Path]:
+    """``(meta, state_dict, file)`` of a fine-tuned model: a run directory, its model file or a checkpoint."""
+    path = Path(path)
+    if path.is_dir():
+        if (path / MODEL_FILE).is_file():
+            path = path / MODEL_FILE
+        else:
+            last = ckpt.list_checkpoints(path)
+            if not last:
+                raise UserError(f"{path} holds no {MODEL_FILE} nor checkpoint: pass a finished 'dinolite finetune' run")
+            path = last[-1]
+    obj, meta = read_weights_file(path)
+    if META_KEY in meta:
+        return json.loads(meta[META_KEY]), obj, path
+    if isinstance(obj, dict) and isinstance(obj.get("meta"), dict) and "model" in obj:
+        return obj["meta"], obj["model"], path
+    raise UserError(f"{path} is not a 'dinolite finetune' model (no {META_KEY} metadata): "
+                    f"pass a run directory or model file written by 'dinolite finetune'")
+
+
+def check_teacher(teacher: dict, student: dict, source: Path) -> None:
+    """A teacher must have the student's architecture and classes; the message says which differs."""
+    t_kw, s_kw = teacher["timm_kwargs"], student["timm_kwargs"]
+    diffs = [f"{k} {t_kw.get(k)} vs {s_kw.get(k)}" for k in _ARCH_KEYS if t_kw.get(k) != s_kw.get(k)]
+    if teacher["arch"] != student["arch"] or diffs:
+        what = "; ".join(([f"arch {teacher['arch']} vs {student['arch']}"] if teacher["arch"] != student["arch"] else [])
+                         + diffs)
+        raise UserError(f"teacher {source} has another architecture than the student ({what}, teacher vs student): "
+                        f"pass a teacher fine-tuned from the same --init")
+    if t_kw["num_classes"] != s_kw["num_classes"]:
+        raise UserError(f"teacher {source} predicts {t_kw['num_classes']} classes but the data has "
+                        f"{s_kw['num_classes']}: pass a teacher fine-tuned on this data")
+    if teacher["classes"] != student["classes"]:
+        first = next(i for i, (a, b) in enumerate(zip(teacher["classes"], student["classes"])) if a != b)
+        raise UserError(f"teacher {source} has other classes than the data (class {first}: "
+                        f"{teacher['classes'][first]!r} vs {student['classes'][first]!r}): pass a teacher fine-tuned on this data")
