@@ -7,6 +7,7 @@ what runs when.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -38,6 +39,21 @@ def step_seed(seed: int, step: int, stream: int) -> int:
     of processes.
     """
     return ((seed * 1_000_003 + step) * 1_009 + stream) % (2**63)
+
+
+@contextmanager
+def run_threads(threads: int):
+    """Torch's CPU thread count set to ``threads`` (0: unchanged) for one run, the caller's put back after.
+
+    A library call must not leave the process with another setting (a test suite, a notebook).
+    """
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def per_rank_batch(global_batch: int, world: int) -> int:
@@ -121,7 +137,7 @@ class Pretrainer:
 
     def __init__(self, cfg: Config, dist_info: DistInfo | None = None, progress: bool = True):
         self.cfg = cfg
-        if cfg.train.threads:
+        if cfg.train.threads:  # pretrain() puts the caller's setting back when the run ends
             torch.set_num_threads(cfg.train.threads)
         self.device = resolve_device(cfg.train.device)
         self.dist = dist_info or init_from_env(self.device.type)
@@ -322,10 +338,11 @@ def pretrain(cfg: Config, progress: bool = True,
     ``setup`` sees the built trainer before the first step (the SLURM launcher hooks its
     preemption check in there). The process group, if any, is left when this returns or raises.
     """
-    try:
-        return _pretrain(cfg, progress, setup)
-    finally:
-        cleanup()
+    with run_threads(cfg.train.threads):
+        try:
+            return _pretrain(cfg, progress, setup)
+        finally:
+            cleanup()
 
 
 def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] | None) -> dict[str, float]:

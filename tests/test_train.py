@@ -66,3 +66,11 @@ def test_cli_run_end_to_end(tmp_path, capsys, fmnist_root):
     # running the same command again resumes the finished run instead of starting over
     assert main(["pretrain", "--no-progress", *tiny_overrides(run, **{"eval.knn_at_end": False})]) == 0
     assert "resumed from" in capsys.readouterr().out
+
+
+def test_a_run_gives_back_the_callers_thread_count(tmp_path):
+    before = torch.get_num_threads()
+    other = 1 if before > 1 else 2
+    pretrain(tiny_config(tmp_path / "run", **{"train.threads": other, "optim.epochs": 1, "eval.knn_at_end": False}),
+             progress=False)
+    assert torch.get_num_threads() == before

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..augment import EvalTransform
 from ..distributed import DistInfo, barrier, init_from_env
-from ..train import resolve_device
+from ..train import resolve_device, run_threads
 from .augment import ConsistencyView
 from .. import config
 from .config import FinetuneConfig
@@ -209,13 +209,8 @@ def run_born_again(ctx: Context, run_dir: Path) -> dict | None:
 
 def finetune(cfg: FinetuneConfig, progress: bool = True, dist: DistInfo | None = None) -> dict | None:
     """Run (or resume) the fine-tuning of ``cfg``; the results dict on rank 0 once finished, else None."""
-    threads = torch.get_num_threads()
-    if cfg.train.threads:
-        torch.set_num_threads(cfg.train.threads)
-    try:
+    with run_threads(cfg.train.threads):  # the setting is this run's, not the calling process's
         return _finetune(cfg, progress, dist)
-    finally:
-        torch.set_num_threads(threads)  # the setting is this run's, not the calling process's
 
 
 def _finetune(cfg: FinetuneConfig, progress: bool, dist: DistInfo | None) -> dict | None:
