@@ -51,7 +51,7 @@ from dinolite.augment import Crops
 from dinolite.config import load_config
 from dinolite.data.shard_writer import Sample, SampleSource, write_shards
 from dinolite.data.shards import ShardLoader
-from dinolite.train import Pretrainer, Schedule, to_device_ahead
+from dinolite.train import Pretrainer, Schedule, run_threads, to_device_ahead
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_images import load_photo, random_size, synthetic_picture  # noqa: E402
@@ -550,9 +550,7 @@ class Bench:
 def main(argv=None) -> dict:
     """Run the parts asked for (``--parts``, default all four) and return the JSON's content."""
     args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory(prefix="pretrain_throughput-") as tmp:
+    with run_threads(args.threads), tempfile.TemporaryDirectory(prefix="pretrain_throughput-") as tmp:
         bench = Bench(args, Path(tmp))
         parts = {"a": bench.cpu_baseline, "b": bench.multicrop_alone, "c": bench.model_step, "d": bench.end_to_end}
         for key in "abcd":

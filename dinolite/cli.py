@@ -40,6 +40,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("dinolite: interrupted; resume with the same command", file=sys.stderr)
         return 130
+    finally:
+        # A rank that leaves a gloo/NCCL group without destroying it may abort at exit
+        # ("terminate called without an active exception") while the others still use the group.
+        from .distributed import cleanup
+
+        cleanup()
 
 
 if __name__ == "__main__":

@@ -136,9 +136,7 @@ class Pretrainer:
     """Holds the parts of one DINO pretraining run and the loop over them."""
 
     def __init__(self, cfg: Config, dist_info: DistInfo | None = None, progress: bool = True):
-        self.cfg = cfg
-        if cfg.train.threads:  # pretrain() puts the caller's setting back when the run ends
-            torch.set_num_threads(cfg.train.threads)
+        self.cfg = cfg  # cfg.train.threads is applied by pretrain(), which gives the caller's setting back
         self.device = resolve_device(cfg.train.device)
         self.dist = dist_info or init_from_env(self.device.type)
         self.global_batch = cfg.optim.batch_size

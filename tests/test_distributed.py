@@ -162,8 +162,11 @@ def test_knn_command_splits_feature_extraction_over_ranks(tiny_run, tmp_path):
     assert out.stdout.count("weighted k-NN") == 1  # rank 0 alone reports
     one, two = (json.loads((tmp_path / f"{n}.json").read_text())["knn"] for n in ("one", "two"))
     assert one.keys() == two.keys()
+    queries = json.loads((tmp_path / "one.json").read_text())["queries"]
     for k in one:
-        assert two[k]["top1"] == pytest.approx(one[k]["top1"], abs=0.01)
+        # Halves of a batch may round differently in the matmuls, which can flip one near-tie;
+        # features gathered out of order would instead drop the accuracy to chance.
+        assert two[k]["top1"] == pytest.approx(one[k]["top1"], abs=100 / queries + 1e-6)
 
 
 def test_finetune_runs_under_torchrun_with_the_same_budget(tmp_path):

@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "pretrain_throughput.py"
 
@@ -19,10 +20,12 @@ def load_benchmark():
 def test_tiny_run_reports_all_four_parts(tmp_path):
     bench = load_benchmark()
     out = tmp_path / "result.json"
+    threads = torch.get_num_threads()
     result = bench.main(["--arch", "vit_tiny_patch16_224", "--global-size", "32", "--local-size", "16",
                          "--local-crops", "2", "--batch", "4", "--steps", "2", "--warmup", "1", "--images", "12",
                          "--sides", "40", "64", "--decode-size", "64", "--out-dim", "256", "--workers", "0",
                          "--device", "cpu", "--threads", "1", "--json", str(out)])
+    assert torch.get_num_threads() == threads  # --threads is the benchmark's, not the caller's
     saved = json.loads(out.read_text())
     assert saved == json.loads(json.dumps(result))
     parts = saved["parts"]
