@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .commands import attention, export, finetune, knn, linear, plot, pretrain, shards
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 
 COMMANDS = [pretrain, shards, knn, linear, export, attention, plot, finetune]  # each module registers its own subcommand
 
@@ -37,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"dinolite{_rank_tag()}: error: {err}", file=sys.stderr)
         return 2
+    except TrainingDiverged as err:
+        print(f"dinolite{_rank_tag()}: training stopped: {err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("dinolite: interrupted; resume with the same command", file=sys.stderr)
         return 130

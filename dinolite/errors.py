@@ -1,4 +1,4 @@
-"""The one exception type for user mistakes: the CLI prints it as one line and exits with code 2."""
+"""Exceptions the CLI turns into one line: user mistakes (exit code 2) and a diverged run (exit code 1)."""
 
 
 class UserError(Exception):
@@ -6,3 +6,7 @@ class UserError(Exception):
 
     The message names the problem and the fix; the CLI prints it without a traceback.
     """
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message names the last good checkpoint."""

@@ -21,7 +21,7 @@ from .augment import EvalTransform, GlobalBatchRNG, MultiCrop
 from .config import Config, prepare_run_dir
 from .data import ImageSource, build_loader, build_source
 from .distributed import DistInfo, all_reduce_mean, barrier, check_shared_dir, cleanup, init_from_env
-from .errors import UserError
+from .errors import TrainingDiverged, UserError
 from .eval.features import extract_features
 from .export import write_safetensors
 from .eval.knn import knn_accuracy
@@ -90,10 +90,6 @@ def to_device_ahead(batches, device: torch.device):
         following = next(it, None)
         current, ahead = ahead, None if following is None else copy(following)
         yield tuple(current)
-
-
-class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the message names the last good checkpoint."""
 
 
 def resolve_device(name: str, option: str = "train.device") -> torch.device:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 
@@ -35,7 +34,6 @@ def data_overrides(items: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..train import TrainingDiverged
     from ..finetune.config import load_finetune_config
     from ..finetune.methods import finetune
 
@@ -44,12 +42,7 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"method={args.method}")
     if args.init:
         overrides.append(f"init={args.init}")
-    cfg = load_finetune_config(args.config, overrides)
-    try:
-        finetune(cfg, progress=not args.no_progress)
-    except TrainingDiverged as err:
-        print(f"dinolite: training stopped: {err}", file=sys.stderr)
-        return 1
+    finetune(load_finetune_config(args.config, overrides), progress=not args.no_progress)
     return 0
 
 

@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 
 def run(args: argparse.Namespace) -> int:
     from ..config import load_config
-    from ..train import TrainingDiverged, pretrain
+    from ..train import pretrain
 
-    cfg = load_config(args.config, args.overrides)
-    try:
-        pretrain(cfg, progress=not args.no_progress)
-    except TrainingDiverged as err:
-        print(f"dinolite: training stopped: {err}", file=sys.stderr)
-        return 1
+    pretrain(load_config(args.config, args.overrides), progress=not args.no_progress)
     return 0
 
 

@@ -19,7 +19,7 @@ from ..distributed import DistInfo, barrier
 from ..export import write_safetensors
 from ..monitor import MetricsWriter
 from ..schedules import cosine, scaled_lr
-from ..train import TrainingDiverged
+from ..errors import TrainingDiverged
 from ..weights import load_into
 from .augment import LabeledAugment
 from .config import FinetuneConfig, as_dict
