@@ -6,25 +6,36 @@ import torch
 from torch import nn
 
 
+def takes_weight_decay(name: str, p: torch.Tensor) -> bool:
+    """Weights decay; biases and 1-D parameters (norms, tokens' scales) do not."""
+    return not (name.endswith(".bias") or p.ndim <= 1)
+
+
 def param_groups(model: nn.Module) -> list[dict]:
-    """Two groups: weights with decay; biases and 1-D parameters (norms, tokens' scales) without."""
+    """Two groups: weights with decay; biases and 1-D parameters without."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if name.endswith(".bias") or p.ndim <= 1 else decay).append(p)
+        (decay if takes_weight_decay(name, p) else no_decay).append(p)
     return [{"params": decay, "apply_wd": True}, {"params": no_decay, "apply_wd": False, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, device: torch.device) -> torch.optim.AdamW:
-    """AdamW (LR and WD are set every step by :func:`set_schedule`); fused kernels on CUDA."""
+def adamw(groups: list[dict], device: torch.device) -> torch.optim.AdamW:
+    """AdamW over ``groups`` (LR and WD are set every step by :func:`set_schedule`); fused kernels on CUDA."""
     fused = device.type == "cuda"
-    return torch.optim.AdamW(param_groups(model), lr=0.0, weight_decay=0.0, fused=fused, foreach=not fused)
+    return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, fused=fused, foreach=not fused)
+
+
+def build_optimizer(model: nn.Module, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with DINO's two parameter groups."""
+    return adamw(param_groups(model), device)
 
 
 def set_schedule(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
+    """This step's LR (times a group's ``lr_scale``, e.g. layer-wise decay) and weight decay."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * group.get("lr_scale", 1.0)
         group["weight_decay"] = weight_decay if group["apply_wd"] else 0.0
 
 

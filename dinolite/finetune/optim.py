@@ -13,6 +13,8 @@ import re
 import torch
 from torch import nn
 
+from ..optim import adamw, takes_weight_decay
+
 _EMBED = ("patch_embed", "cls_token", "reg_token", "pos_embed")
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
 
@@ -35,7 +37,7 @@ def layer_decay_groups(model: nn.Module, depth: int, layer_decay: float) -> list
         if not p.requires_grad:
             continue
         layer = layer_id(name, depth)
-        decay = not (name.endswith(".bias") or p.ndim <= 1)
+        decay = takes_weight_decay(name, p)
         g = groups.setdefault((layer, decay), {"params": [], "apply_wd": decay, "layer": layer,
                                                "lr_scale": layer_decay ** (depth + 1 - layer)})
         g["params"].append(p)
@@ -43,12 +45,5 @@ def layer_decay_groups(model: nn.Module, depth: int, layer_decay: float) -> list
 
 
 def build_optimizer(model: nn.Module, depth: int, layer_decay: float, device: torch.device) -> torch.optim.AdamW:
-    fused = device.type == "cuda"
-    return torch.optim.AdamW(layer_decay_groups(model, depth, layer_decay), lr=0.0, weight_decay=0.0,
-                             fused=fused, foreach=not fused)
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float, weight_decay: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group["lr_scale"]
-        group["weight_decay"] = weight_decay if group["apply_wd"] else 0.0
+    """Pretraining's AdamW over the layer-decay groups; :func:`dinolite.optim.set_schedule` applies ``lr_scale``."""
+    return adamw(layer_decay_groups(model, depth, layer_decay), device)

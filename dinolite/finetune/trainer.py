@@ -27,7 +27,9 @@ from .data import LabeledData, check_batch_labels
 from .exits import MultiExitViT
 from .metrics import accuracy
 from .model import MODEL_FILE, save_model
-from .optim import build_optimizer, set_lr
+from ..optim import set_schedule
+from ..train import step_seed
+from .optim import build_optimizer
 
 LOGITS_FILE = "test_logits.safetensors"
 
@@ -86,8 +88,8 @@ class FinetuneTrainer:
                                       a.saturation, mean, std).to(device)
         self.eval_view = EvalTransform(image_size, a.crop_ratio, mean, std).to(device)
         self.optimizer = build_optimizer(self.module, self.module.depth, cfg.optim.layer_decay, device)
-        self.generator = torch.Generator(device).manual_seed(seed * 1000 + dist.rank)
-        torch.manual_seed(seed * 1000 + dist.rank)  # drop path
+        self.seed = seed
+        self.generator = torch.Generator(device)  # reseeded every step, as in pretraining (train.step_seed)
         self.stop = min(self.total_steps, stop_at) if stop_at > 0 else self.total_steps
         self.step, self.history, self.last_good = 0, [], None
         self.final_logits: tuple[list[Tensor], Tensor] | None = None
@@ -109,11 +111,8 @@ class FinetuneTrainer:
         return cosine(step, self.total_steps, scaled_lr(o.lr, self.global_batch), o.min_lr, warmup)
 
     def state(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "augment": self.generator.get_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
         return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                "rng": rng, "history": self.history, "meta": self.meta, "config": as_dict(self.cfg),
+                "history": self.history, "meta": self.meta, "config": as_dict(self.cfg),
                 "world": self.dist.world}
 
     def save(self) -> None:
@@ -128,17 +127,15 @@ class FinetuneTrainer:
         load_into(self.module, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step, self.history, self.last_good = int(state["step"]), list(state["history"]), path
-        if state["world"] == self.dist.world:  # RNG streams are per rank
-            torch.set_rng_state(state["rng"]["torch"])
-            self.generator.set_state(state["rng"]["augment"])
-            if "cuda" in state["rng"] and self.device.type == "cuda":
-                torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
         if self.dist.is_main:
             print(f"resumed from {path} at step {self.step}", flush=True)
 
     # ---- training ----------------------------------------------------------------------------
     def train_step(self, images: Tensor, hw: Tensor, labels: Tensor, lr: float):
-        set_lr(self.optimizer, lr, self.cfg.optim.weight_decay)
+        set_schedule(self.optimizer, lr, self.cfg.optim.weight_decay)
+        # Per-step seeds: a checkpoint needs no RNG state and resumes exactly on any number of ranks.
+        self.generator.manual_seed(step_seed(self.seed, self.step, 1 + self.dist.rank))
+        torch.manual_seed(step_seed(self.seed, self.step, 1_000_001 + self.dist.rank))  # drop path
         raw = self.augment(images.to(self.device, non_blocking=True), hw, self.generator)
         x = self.augment.normalise(raw)
         y = labels.to(self.device, non_blocking=True)
