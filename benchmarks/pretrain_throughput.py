@@ -410,8 +410,8 @@ class Bench:
             "matmul_tflops_measured": round(measured, 3), "data": data, "parts": {},
         }
 
-        self.epoch = self.cfg.optim.freeze_last_layer  # past the frozen last layer: the steady-state step
-        self.sched = Schedule.at(self.cfg, 0, t.loader.steps_per_epoch, t.global_batch)
+        self.freeze = 0  # no frozen last layer: the steady-state step
+        self.sched = Schedule.at(self.cfg, 0, t.plan, t.global_batch)
         self.multicrop = t.augment
         images, hw = next(iter(ShardLoader(t.source, args.batch, seed=1).epoch(0)))
         self.images, self.hw = images.to(self.device), hw.to(self.device)
@@ -424,7 +424,7 @@ class Bench:
         # matrix products) and one MultiCrop call (where only the blur convolutions count).
         self.given.crops = self.device_crops
         t.augment = self.given
-        self.step_flops = count_flops(lambda: t.train_step(self.placeholder, self.hw, self.sched, self.epoch))
+        self.step_flops = count_flops(lambda: t.train_step(self.placeholder, self.hw, self.sched, self.freeze))
         self.aug_flops = count_flops(lambda: self.multicrop(self.images, self.hw, t.generator))
         self.result["model_gflop_per_image"] = round(self.step_flops / args.batch / 1e9, 2)
         print(f"model: {args.arch}, out_dim {args.out_dim}, {self.step_flops / 1e12:.3f} TFLOP per step of "
@@ -442,7 +442,7 @@ class Bench:
         self.json_path.write_text(json.dumps(self.result, indent=1) + "\n")
 
     def train_step(self, images: torch.Tensor, hw: torch.Tensor) -> None:
-        self.trainer.train_step(images, hw, self.sched, self.epoch)
+        self.trainer.train_step(images, hw, self.sched, self.freeze)
         self.trainer.step += 1  # as fit() does (the step number may seed augmentation and drop path)
 
     def record(self, key: str, what: str, seconds: float, flops: int, **extra) -> None:

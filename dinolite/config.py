@@ -77,21 +77,38 @@ class LossConfig:
     student_temp: float = 0.1
     teacher_temp: float = 0.04
     warmup_teacher_temp: float = 0.04
-    warmup_teacher_temp_epochs: int = 0
+    # The teacher-temperature warm-up: in epochs, or in steps, or as a fraction of the run (one of the two
+    # last, when set, replaces the epochs; see schedules.span_steps).
+    warmup_teacher_temp_epochs: float = 0
+    warmup_teacher_temp_steps: Optional[int] = None
+    warmup_teacher_temp_fraction: Optional[float] = None
     center_momentum: float = 0.9
+    # How the teacher is kept from collapsing: "center" (DINO: subtract an EMA of its mean output) or
+    # "sinkhorn_knopp" (dinov2 / SwAV: targets with equal mass on every output dimension over the batch).
+    centering: str = "center"
+    sinkhorn_iterations: int = 3
+    # KoLeo regulariser on the student's CLS features of each global crop (dinov2 uses 0.1); 0 = off.
+    koleo_weight: float = 0.0
 
 
 @dataclass
 class OptimConfig:
     epochs: int = 100
+    total_steps: Optional[int] = None  # the run's length in steps, instead of epochs (a time budget sets it)
     batch_size: int = 1024  # the global batch, split equally over the processes; the LR rule scales with it
     lr: float = 0.0005  # peak LR for a global batch of 256 (linear scaling rule)
     min_lr: float = 1e-6
-    warmup_epochs: int = 10
+    # Durations come in three forms: epochs (the DINO recipes), steps, or a fraction of the run's steps;
+    # a set ``*_steps`` or ``*_fraction`` replaces the epochs (at most one of the two).
+    warmup_epochs: float = 10
+    warmup_steps: Optional[int] = None
+    warmup_fraction: Optional[float] = None
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     clip_grad: float = 3.0  # 0 disables clipping
-    freeze_last_layer: int = 1  # epochs during which the head's last layer gets no update
+    freeze_last_layer: float = 1  # epochs during which the head's last layer gets no update
+    freeze_last_layer_steps: Optional[int] = None
+    freeze_last_layer_fraction: Optional[float] = None
     momentum_teacher: float = 0.996  # cosine schedule from this value to 1
 
 
@@ -103,8 +120,11 @@ class TrainConfig:
     log_every: int = 20  # steps between metric lines (and host synchronisations)
     checkpoint_every_minutes: float = 10.0  # checked at log steps, so the ranks agree on when
     keep_checkpoints: int = 2
+    # Wall-clock budget of the whole command (training and the final k-NN), in minutes; 0 = none. The first
+    # steps are timed on this machine and fix optim.total_steps, which is saved so a resume is exact.
+    budget_minutes: float = 0.0
     stop_after_steps: int = 0  # stop (with a checkpoint) after this global step; 0 = run to the end
-    collapse_patience: int = 10  # log intervals of near-0 or near-max entropy before warning
+    collapse_patience: int = 5  # log intervals of a sustained collapse (after the warm-up) before warning
     threads: int = 0  # torch CPU threads (0 = torch's default)
     compile: bool = False  # torch.compile the student and teacher backbones (one graph per crop size)
 
@@ -113,6 +133,12 @@ class TrainConfig:
 class EvalConfig:
     knn_at_end: bool = True
     knn_random_init: bool = True  # also score the same architecture at random initialisation
+    knn_pixels: bool = False  # also score raw pixels (the evaluation view, flattened): the no-learning baseline
+    # Online k-NN during training (labelled, indexable data: folder or fashion_mnist): every online_every steps
+    # (0 = off; a multiple of train.log_every), online_bank training images as the bank, online_queries test images.
+    online_every: int = 0
+    online_bank: int = 5000
+    online_queries: int = 1000
     knn_k: int = 20
     knn_temperature: float = 0.07
     image_size: int = 224  # evaluation crop: centre crop of crop_ratio of the shorter side, resized
@@ -200,14 +226,37 @@ def validate(cfg: Config) -> None:
         (len(a.mean) == len(a.std) and len(a.mean) in (1, 3), "augment.mean/std must both have 1 or 3 values"),
         (all(s > 0 for s in a.std), "augment.std values must be > 0"),
         (o.batch_size >= 1 and o.epochs >= 1, "optim.batch_size and optim.epochs must be >= 1"),
+        (cfg.loss.centering in ("center", "sinkhorn_knopp"), "loss.centering must be 'center' or 'sinkhorn_knopp'"),
+        (cfg.loss.sinkhorn_iterations >= 1, "loss.sinkhorn_iterations must be >= 1"),
+        (cfg.loss.koleo_weight >= 0, "loss.koleo_weight must be >= 0 (0 = off)"),
         (m.out_dim >= 2 and m.head_layers >= 1, "model.out_dim must be >= 2 and model.head_layers >= 1"),
         (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
+        (cfg.eval.online_every >= 0 and cfg.eval.online_every % cfg.train.log_every == 0,
+         "eval.online_every must be 0 (off) or a multiple of train.log_every"),
+        (cfg.eval.online_bank >= 1 and cfg.eval.online_queries >= 1, "eval.online_bank and eval.online_queries must be >= 1"),
+        (cfg.train.budget_minutes >= 0, "train.budget_minutes must be >= 0 (0 = no budget)"),
+        (o.total_steps is None or o.total_steps >= 1, "optim.total_steps must be >= 1 (or unset to use optim.epochs)"),
+        *_span_checks(cfg),
         (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
         (cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
     ]
     for ok, msg in checks:
         if not ok:
             raise UserError(f"invalid config: {msg}")
+
+
+def _span_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """Each warm-up / freeze span: non-negative, given in at most one of steps and fraction."""
+    out = []
+    for section, name, epochs in (("optim", "warmup", "warmup_epochs"), ("optim", "freeze_last_layer", "freeze_last_layer"),
+                                  ("loss", "warmup_teacher_temp", "warmup_teacher_temp_epochs")):
+        part = getattr(cfg, section)
+        steps, fraction = getattr(part, f"{name}_steps"), getattr(part, f"{name}_fraction")
+        out += [(getattr(part, epochs) >= 0, f"{section}.{epochs} must be >= 0"),
+                (steps is None or fraction is None, f"{section}.{name}_steps and {section}.{name}_fraction are both set: keep one"),
+                (steps is None or steps >= 0, f"{section}.{name}_steps must be >= 0"),
+                (fraction is None or 0 <= fraction <= 1, f"{section}.{name}_fraction must be in [0, 1]")]
+    return out
 
 
 def save_config(cfg, path: Path) -> None:

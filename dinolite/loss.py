@@ -13,16 +13,19 @@ def _at_least_fp32(x: Tensor) -> Tensor:
 
 
 def dino_cross_entropy(student_out: Tensor, teacher_out: Tensor, center: Tensor, student_temp: float,
-                       teacher_temp: float, n_global: int = 2) -> Tensor:
+                       teacher_temp: float, n_global: int = 2, p_teacher: Tensor | None = None) -> Tensor:
     """Mean over pairs (teacher global view i, student view j != i) of H(P_t^i, P_s^j).
 
     ``student_out`` is ``[V * B, K]`` and ``teacher_out`` ``[n_global * B, K]``, both view-major.
     The teacher is centred (``- center``) and sharpened (low ``teacher_temp``); it carries no
-    gradient. Pairs where the student sees the same view as the teacher are skipped.
+    gradient. Pairs where the student sees the same view as the teacher are skipped. ``p_teacher``
+    replaces the centred softmax with given targets (Sinkhorn-Knopp).
     """
     n_views = student_out.shape[0] // (teacher_out.shape[0] // n_global)
     log_p_s = F.log_softmax(_at_least_fp32(student_out) / student_temp, dim=-1).chunk(n_views)
-    p_t = F.softmax((_at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1).detach().chunk(n_global)
+    if p_teacher is None:
+        p_teacher = F.softmax((_at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1)
+    p_t = p_teacher.detach().chunk(n_global)
     total, pairs = 0.0, 0
     for i, q in enumerate(p_t):
         for j, log_p in enumerate(log_p_s):
@@ -34,13 +37,66 @@ def dino_cross_entropy(student_out: Tensor, teacher_out: Tensor, center: Tensor,
 
 
 @torch.no_grad()
-def teacher_stats(teacher_out: Tensor, center: Tensor, teacher_temp: float) -> tuple[Tensor, Tensor]:
+def sinkhorn_knopp(teacher_out: Tensor, teacher_temp: float, iterations: int = 3) -> Tensor:
+    """Teacher targets by Sinkhorn-Knopp (SwAV; dinov2's alternative to the EMA center): ``[N, K]``
+    probabilities whose rows are distributions and whose K prototypes each take an equal share of
+    the (global) batch, so no single output and no uniform output can win.
+
+    Alternates normalising the ``K x N`` matrix exp(t / temp) so each prototype row sums to 1 / K
+    and each sample column to 1 / N_global; the row sums are all-reduced across ranks, so several
+    processes give the one-process result on the concatenated batch.
+    """
+    logits = _at_least_fp32(teacher_out) / teacher_temp
+    # Subtracting the global max leaves every ratio unchanged and keeps exp() finite.
+    top = logits.max().clone()
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed:
+        dist.all_reduce(top, op=dist.ReduceOp.MAX)
+    q = torch.exp(logits - top).T  # [K, N]
+    n_global = q.shape[1] * (dist.get_world_size() if distributed else 1)
+    k = q.shape[0]
+    total = q.sum()
+    if distributed:
+        dist.all_reduce(total)
+    q /= total
+    for _ in range(iterations):
+        rows = q.sum(dim=1, keepdim=True)
+        if distributed:
+            dist.all_reduce(rows)
+        q /= rows * k
+        q /= q.sum(dim=0, keepdim=True) * n_global
+    return (q * n_global).T
+
+
+def teacher_targets(teacher_out: Tensor, center: Tensor, teacher_temp: float, centering: str = "center",
+                    iterations: int = 3) -> Tensor:
+    """P_t: softmax of the centred, sharpened teacher output, or the Sinkhorn-Knopp assignment."""
+    if centering == "sinkhorn_knopp":
+        return sinkhorn_knopp(teacher_out, teacher_temp, iterations)
+    return F.softmax((_at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1)
+
+
+def koleo_loss(x: Tensor, eps: float = 1e-8) -> Tensor:
+    """KoLeo regulariser (Sablayrolles et al. 2019; dinov2): -mean_i log(min_{j != i} ||x_i - x_j||) over the
+    L2-normalised rows of ``x``. Minimising it pushes each feature away from its nearest neighbour,
+    spreading the batch over the sphere. Computed within the given batch (per crop, per rank, as dinov2)."""
+    x = F.normalize(_at_least_fp32(x), dim=-1, eps=eps)
+    with torch.no_grad():
+        sims = x @ x.T
+        sims.fill_diagonal_(-2.0)  # never one's own neighbour (cosines are >= -1)
+        nearest = sims.argmax(dim=1)
+    return -torch.log((x - x[nearest]).norm(dim=-1) + eps).mean()
+
+
+@torch.no_grad()
+def teacher_stats(teacher_out: Tensor, center: Tensor, teacher_temp: float, centering: str = "center",
+                  iterations: int = 3) -> tuple[Tensor, Tensor]:
     """Collapse monitors: mean per-sample entropy of P_t, and KL(mean P_t || uniform).
 
     Entropy near log(K) with KL near 0 means a uniform collapse; entropy near 0 with a large KL
     means one dimension dominates (DINO paper, section 5.3).
     """
-    p = F.softmax((_at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1)
+    p = teacher_targets(teacher_out, center, teacher_temp, centering, iterations)
     entropy = -(p * torch.log(p.clamp_min(1e-12))).sum(-1).mean()
     mean_p = p.mean(0)
     kl = (mean_p * torch.log(mean_p.clamp_min(1e-12) * p.shape[-1])).sum()
@@ -50,13 +106,18 @@ def teacher_stats(teacher_out: Tensor, center: Tensor, teacher_temp: float) -> t
 class DINOLoss(nn.Module):
     """The DINO loss with its EMA center (a buffer, saved with checkpoints)."""
 
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 centering: str = "center", sinkhorn_iterations: int = 3):
         super().__init__()
         self.student_temp, self.center_momentum = student_temp, center_momentum
+        self.centering, self.sinkhorn_iterations = centering, sinkhorn_iterations
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def forward(self, student_out: Tensor, teacher_out: Tensor, teacher_temp: float) -> Tensor:
-        loss = dino_cross_entropy(student_out, teacher_out, self.center, self.student_temp, teacher_temp)
+        p_t = None
+        if self.centering == "sinkhorn_knopp":
+            p_t = sinkhorn_knopp(teacher_out, teacher_temp, self.sinkhorn_iterations)
+        loss = dino_cross_entropy(student_out, teacher_out, self.center, self.student_temp, teacher_temp, p_teacher=p_t)
         # The center moves only after the loss used it: this step's teacher targets are centred
         # with the statistics of previous batches, never with their own.
         self.update_center(teacher_out)

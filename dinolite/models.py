@@ -77,9 +77,11 @@ class DINOModel(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, crops: list[Tensor]) -> Tensor:
+    def forward(self, crops: list[Tensor], return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+        """Head outputs of every view (view-major); with ``return_features`` also the backbone's CLS features."""
         feats = torch.cat([self.backbone(x) for x in crops])
-        return self.head(feats)
+        out = self.head(feats)
+        return (out, feats) if return_features else out
 
 
 def build_student_teacher(cfg: ModelConfig, in_chans: int, img_size: int) -> tuple[DINOModel, DINOModel]:

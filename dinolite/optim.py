@@ -39,11 +39,11 @@ def set_schedule(optimizer: torch.optim.Optimizer, lr: float, weight_decay: floa
         group["weight_decay"] = weight_decay if group["apply_wd"] else 0.0
 
 
-def cancel_last_layer_grads(head_last_layer: nn.Module, epoch: int, freeze_epochs: int) -> None:
-    """Drop the last layer's gradients during the first ``freeze_epochs`` epochs (AdamW then skips it).
+def cancel_last_layer_grads(head_last_layer: nn.Module, step: int, freeze_steps: int) -> None:
+    """Drop the last layer's gradients during the first ``freeze_steps`` steps (AdamW then skips it).
 
     DINO freezes it at the start because an early, noisy last layer makes training unstable.
     """
-    if epoch < freeze_epochs:
+    if step < freeze_steps:
         for p in head_last_layer.parameters():
             p.grad = None

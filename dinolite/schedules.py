@@ -1,8 +1,15 @@
-"""Schedules as pure functions of the step: values come from a formula, no per-run arrays."""
+"""Schedules as pure functions of the step: values come from a formula, no per-run arrays.
+
+Every duration of the recipe (the run, the LR warm-up, the teacher-temperature warm-up, the
+last-layer freeze) is resolved once into a number of steps by :func:`span_steps`, so the same
+recipe can speak in epochs (the ImageNet recipe), in steps, or in fractions of the run (the
+quickstart: a warm-up of 10 % of the run is 10 % whether the data hold 8,000 or 60,000 images).
+"""
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 
 def cosine(step: int, total_steps: int, start: float, end: float, warmup_steps: int = 0,
@@ -16,18 +23,53 @@ def cosine(step: int, total_steps: int, start: float, end: float, warmup_steps: 
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * progress))
 
 
-def teacher_temperature(step: int, steps_per_epoch: int, warmup_temp: float, temp: float,
-                        warmup_epochs: int) -> float:
-    """Linear from ``warmup_temp`` to ``temp`` over ``warmup_epochs`` epochs, then constant.
+def teacher_temperature(step: int, warmup_steps: int, warmup_temp: float, temp: float) -> float:
+    """Linear from ``warmup_temp`` to ``temp`` over ``warmup_steps`` steps, then constant.
 
     Per step rather than per epoch (DINO changes it per epoch), so short runs warm up smoothly.
     """
-    warm = warmup_epochs * steps_per_epoch
-    if step >= warm:
+    if step >= warmup_steps:
         return temp
-    return warmup_temp + (temp - warmup_temp) * step / warm
+    return warmup_temp + (temp - warmup_temp) * step / warmup_steps
 
 
 def scaled_lr(base_lr: float, global_batch: int) -> float:
     """Linear scaling rule: ``base_lr`` is the peak LR for a global batch of 256."""
     return base_lr * global_batch / 256
+
+
+def span_steps(epochs: float, steps: int | None, fraction: float | None, steps_per_epoch: int,
+               total_steps: int) -> int:
+    """A duration in steps: ``steps`` if given, else ``fraction`` of ``total_steps``, else ``epochs``.
+
+    Rounded to the nearest step, so a whole number of epochs gives exactly ``epochs * steps_per_epoch``.
+    """
+    if steps is not None:
+        return int(steps)
+    if fraction is not None:
+        return int(round(fraction * total_steps))
+    return int(round(epochs * steps_per_epoch))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A run's durations in steps: its length and its three warm-up / freeze spans."""
+
+    total: int
+    steps_per_epoch: int
+    warmup: int  # LR warm-up
+    teacher_temp_warmup: int
+    freeze_last_layer: int  # steps during which the head's last layer gets no update
+
+    @classmethod
+    def of(cls, optim, loss, steps_per_epoch: int) -> "Plan":
+        """Resolve an ``OptimConfig`` and a ``LossConfig`` for a loader of ``steps_per_epoch``."""
+        total = optim.total_steps if optim.total_steps else optim.epochs * steps_per_epoch
+        return cls(
+            total=int(total), steps_per_epoch=steps_per_epoch,
+            warmup=span_steps(optim.warmup_epochs, optim.warmup_steps, optim.warmup_fraction, steps_per_epoch, total),
+            teacher_temp_warmup=span_steps(loss.warmup_teacher_temp_epochs, loss.warmup_teacher_temp_steps,
+                                           loss.warmup_teacher_temp_fraction, steps_per_epoch, total),
+            freeze_last_layer=span_steps(optim.freeze_last_layer, optim.freeze_last_layer_steps,
+                                         optim.freeze_last_layer_fraction, steps_per_epoch, total),
+        )

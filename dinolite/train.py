@@ -6,6 +6,7 @@ what runs when.
 
 from __future__ import annotations
 
+import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,18 +19,20 @@ from tqdm import tqdm
 
 from . import checkpoint as ckpt
 from .augment import EvalTransform, GlobalBatchRNG, MultiCrop
-from .config import Config, prepare_run_dir
+from .budget import steps_in_budget
+from .config import Config, prepare_run_dir, save_config
 from .data import ImageSource, build_loader, build_source
 from .distributed import DistInfo, all_reduce_mean, barrier, check_shared_dir, cleanup, init_from_env
 from .errors import TrainingDiverged, UserError
-from .eval.features import extract_features
-from .export import write_safetensors
+from .eval.features import RawPixels, extract_features
 from .eval.knn import knn_accuracy
-from .loss import DINOLoss, teacher_stats
+from .eval.online import OnlineKNN
+from .export import write_safetensors
+from .loss import DINOLoss, koleo_loss, teacher_stats
 from .models import backbone_kwargs, build_backbone, build_student_teacher, ema_update
 from .monitor import CollapseMonitor, MetricsWriter
 from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
-from .schedules import cosine, scaled_lr, teacher_temperature
+from .schedules import Plan, cosine, scaled_lr, teacher_temperature
 
 
 def step_seed(seed: int, step: int, stream: int) -> int:
@@ -117,14 +120,14 @@ class Schedule:
     teacher_temp: float
 
     @classmethod
-    def at(cls, cfg: Config, step: int, steps_per_epoch: int, global_batch: int) -> "Schedule":
-        o, total = cfg.optim, cfg.optim.epochs * steps_per_epoch
+    def at(cls, cfg: Config, step: int, plan: Plan, global_batch: int) -> "Schedule":
+        o, total = cfg.optim, plan.total
         return cls(
-            lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, o.warmup_epochs * steps_per_epoch),
+            lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, plan.warmup),
             wd=cosine(step, total, o.weight_decay, o.weight_decay_end),
             momentum=cosine(step, total, o.momentum_teacher, 1.0),
-            teacher_temp=teacher_temperature(step, steps_per_epoch, cfg.loss.warmup_teacher_temp,
-                                             cfg.loss.teacher_temp, cfg.loss.warmup_teacher_temp_epochs),
+            teacher_temp=teacher_temperature(step, plan.teacher_temp_warmup, cfg.loss.warmup_teacher_temp,
+                                             cfg.loss.teacher_temp),
         )
 
 
@@ -160,14 +163,16 @@ class Pretrainer:
             self.student = torch.nn.parallel.DistributedDataParallel(
                 self.student_module, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
         self.augment = MultiCrop(cfg.augment).to(self.device)
-        self.loss_fn = DINOLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum).to(self.device)
+        self.loss_fn = DINOLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum,
+                                cfg.loss.centering, cfg.loss.sinkhorn_iterations).to(self.device)
         self.optimizer = build_optimizer(self.student_module, self.device)
         self.generator = torch.Generator(self.device)  # reseeded every step, see step_seed
         self.step = 0
         self.after_step: Callable[[], None] | None = None  # e.g. the SLURM launcher's preemption check
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.dist.is_main)
-        self.monitor = CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience)
         self.last_good: Path | None = None
+        self.online = self._online_knn()
+        self.baselines: dict[str, float] = {}
         self._resume()
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -200,17 +205,36 @@ class Pretrainer:
         self.loss_fn.load_state_dict(state["loss"])
         self.step = int(state["step"])
         self.last_good = path
+        self._adopt_budget_plan(state["config"])
         if self.dist.is_main:
             saved_by = f" (saved by {state['world']} processes, resumed on {self.dist.world})" \
                 if state["world"] != self.dist.world else ""
             print(f"resumed from {path} at step {self.step}{saved_by}", flush=True)
 
+    def _adopt_budget_plan(self, saved: dict) -> None:
+        """A run planned by a time budget resumes with the step count fixed when it started."""
+        steps, budget = saved["optim"].get("total_steps"), saved["train"].get("budget_minutes", 0.0)
+        o, t = self.cfg.optim, self.cfg.train
+        if not budget or o.total_steps:
+            return
+        if t.budget_minutes != budget:
+            raise UserError(f"{self.run_dir} was planned for train.budget_minutes={budget:g} ({steps} steps): "
+                            f"resume with train.budget_minutes={budget:g}, or start a new train.output_dir")
+        o.total_steps = int(steps)
+        if self.dist.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+
     # ---- the loop ----------------------------------------------------------------------------
     @property
-    def total_steps(self) -> int:
-        return self.cfg.optim.epochs * self.loader.steps_per_epoch
+    def plan(self) -> Plan:
+        """The run's length and warm-up / freeze spans in steps (see schedules.span_steps)."""
+        return Plan.of(self.cfg.optim, self.cfg.loss, self.loader.steps_per_epoch)
 
-    def train_step(self, images: torch.Tensor, hw: torch.Tensor, sched: Schedule, epoch: int):
+    @property
+    def total_steps(self) -> int:
+        return self.plan.total
+
+    def train_step(self, images: torch.Tensor, hw: torch.Tensor, sched: Schedule, freeze_steps: int):
         """One optimisation step; returns the loss and the teacher's output (device tensors, no sync)."""
         set_schedule(self.optimizer, sched.lr, sched.wd)
         seed, rank = self.cfg.train.seed, self.dist.rank
@@ -222,14 +246,19 @@ class Pretrainer:
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             with torch.no_grad():
                 teacher_out = self.teacher([crops.globals_])  # the teacher sees global views only
-            student_out = self.student(crops.by_resolution())
+            koleo = self.cfg.loss.koleo_weight
+            student_out = self.student(crops.by_resolution(), return_features=bool(koleo))
+        if koleo:
+            student_out, feats = student_out
         center_used = self.loss_fn.center.clone()  # the loss updates the center; the stats need this one
         loss = self.loss_fn(student_out, teacher_out, sched.teacher_temp)
+        if koleo:  # on each global crop's CLS features, within this rank's batch (as dinov2)
+            loss = loss + koleo * sum(koleo_loss(f) for f in feats[:len(crops.globals_)].chunk(2))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.optim.clip_grad > 0:
             torch.nn.utils.clip_grad_norm_(self.student_module.parameters(), self.cfg.optim.clip_grad)
-        cancel_last_layer_grads(self.student_module.head.last_layer, epoch, self.cfg.optim.freeze_last_layer)
+        cancel_last_layer_grads(self.student_module.head.last_layer, self.step, freeze_steps)
         self.optimizer.step()
         ema_update(self.teacher, self.student_module, sched.momentum)
         return loss.detach(), teacher_out.detach(), center_used
@@ -241,17 +270,21 @@ class Pretrainer:
                                    f"lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume")
 
     def fit(self) -> None:
-        cfg, spe = self.cfg, self.loader.steps_per_epoch
-        stop = min(self.total_steps, cfg.train.stop_after_steps or self.total_steps)
+        cfg, spe, plan = self.cfg, self.loader.steps_per_epoch, self.plan
+        stop = min(plan.total, cfg.train.stop_after_steps or plan.total)
         bar = tqdm(total=stop, initial=self.step, desc="pretrain", disable=not self.progress, dynamic_ncols=True)
+        monitor = CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience,
+                                  start_step=max(plan.warmup, plan.freeze_last_layer))
+        online_every = cfg.eval.online_every if self.online is not None else 0
         self.finite = finite = torch.ones((), dtype=torch.bool, device=self.device)  # this rank's losses so far
         loss_sum = torch.zeros((), device=self.device)
         last_log, last_log_step, last_ckpt = time.time(), self.step, time.time()
+        postfix: dict[str, str] = {}
         while self.step < stop:
             epoch, in_epoch = divmod(self.step, spe)
             for images, hw in to_device_ahead(self.loader.epoch(epoch, in_epoch), self.device):
-                sched = Schedule.at(cfg, self.step, spe, self.global_batch)
-                loss, teacher_out, center = self.train_step(images, hw, sched, epoch)
+                sched = Schedule.at(cfg, self.step, plan, self.global_batch)
+                loss, teacher_out, center = self.train_step(images, hw, sched, plan.freeze_last_layer)
                 finite &= torch.isfinite(loss)
                 loss_sum += loss
                 self.step += 1
@@ -263,7 +296,8 @@ class Pretrainer:
                     now = time.time()
                     n = self.step - last_log_step
                     due = (now - last_ckpt) / 60 >= cfg.train.checkpoint_every_minutes
-                    entropy, kl = teacher_stats(teacher_out, center, sched.teacher_temp)
+                    entropy, kl = teacher_stats(teacher_out, center, sched.teacher_temp, cfg.loss.centering,
+                                                cfg.loss.sinkhorn_iterations)
                     flags = torch.stack([(~finite).float(), torch.tensor(float(due), device=self.device)])
                     logged = all_reduce_mean(torch.cat([torch.stack([loss_sum / n, entropy, kl]), flags])).tolist()
                     self._check_finite(logged[3] == 0)
@@ -272,17 +306,25 @@ class Pretrainer:
                               "teacher_temp": sched.teacher_temp, "teacher_entropy": logged[1],
                               "kl_uniform": logged[2], "skipped_samples": self.loader.skipped_samples(),
                               "images_per_s": n * self.global_batch / max(now - last_log, 1e-9)}
-                    warning = self.monitor.update(record["teacher_entropy"])
-                    if warning:
-                        record["collapse_warning"] = warning
+                    warnings = [monitor.update(self.step, record["teacher_entropy"], record["kl_uniform"])]
+                    if online_every and (self.step % online_every == 0 or self.step == stop):
+                        # Every rank scores the same subset with the same teacher: no collective needed.
+                        record["knn_online"] = self.online(self.teacher.backbone)
+                        postfix["knn"] = f"{record['knn_online']:.1f}"
+                        if "knn_online_random_init" in self.baselines:
+                            warnings.append(monitor.update_knn(self.step, record["knn_online"],
+                                                               self.baselines["knn_online_random_init"]))
+                    for warning in filter(None, warnings):
+                        record.setdefault("warnings", []).append(warning)
                         tqdm.write(f"warning: {warning}")
                     self.metrics.write(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", H=f"{record['teacher_entropy']:.2f}")
+                    bar.set_postfix(loss=f"{record['loss']:.3f}", H=f"{record['teacher_entropy']:.2f}", **postfix)
                     loss_sum.zero_()
-                    last_log, last_log_step = now, self.step
+                    last_log_step = self.step
                     if end_of_epoch or self.step == stop or logged[4] > 0:  # never after a NaN (checked above)
                         self.save()
                         last_ckpt = time.time()
+                    last_log = time.time()  # the online k-NN and the checkpoint do not count in images/s
                 if self.after_step is not None:
                     self.after_step()
                 if self.step >= stop:
@@ -291,6 +333,52 @@ class Pretrainer:
         self.skipped = self.loader.skipped_samples()  # bad samples (shards); with several ranks every rank calls it
         if self.dist.is_main and self.step >= self.total_steps:
             self.export_teacher()
+
+    # ---- the time budget ---------------------------------------------------------------------
+    def time_steps(self, warmup: int = 2, timed: int = 8) -> float:
+        """Seconds per training step on this machine (the slowest rank's), from real steps on real
+        batches; the weights, optimiser and center are put back afterwards, so the run itself
+        starts from exactly the state it would have had without the timing."""
+        saved = {name: {k: v.clone() for k, v in part.state_dict().items()}
+                 for name, part in (("student", self.student_module), ("teacher", self.teacher), ("loss", self.loss_fn))}
+        optimizer_state = self.optimizer.state_dict()
+        step0, plan = self.step, self.plan
+        batches = (batch for epoch in range(warmup + timed) for batch in self.loader.epoch(epoch))
+        sched = Schedule.at(self.cfg, max(plan.warmup, 1), plan, self.global_batch)  # a representative LR
+        for i in range(warmup + timed):
+            if i == warmup:
+                torch.cuda.synchronize() if self.device.type == "cuda" else None
+                t0 = time.time()
+            images, hw = next(batches)
+            loss, _, _ = self.train_step(images, hw, sched, 0)
+        loss.item()  # waits for the device
+        per_step = torch.tensor((time.time() - t0) / timed, device=self.device)
+        if self.dist.world > 1:
+            torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
+        self.student_module.load_state_dict(saved["student"])
+        self.teacher.load_state_dict(saved["teacher"])
+        self.loss_fn.load_state_dict(saved["loss"])
+        self.optimizer.load_state_dict(optimizer_state)
+        self.step = step0
+        return float(per_step)
+
+    def plan_budget(self, started: float, final_eval_s: float) -> str:
+        """Fix ``optim.total_steps`` from ``train.budget_minutes``: time a few steps, fit the rest of the
+        budget (less ``final_eval_s`` for the evaluation after training), save it in config.yaml."""
+        step_s = self.time_steps()
+        online_s = self.baselines.get("online_seconds", 0.0) if self.online is not None else 0.0
+        steps = steps_in_budget(self.cfg.train.budget_minutes * 60, time.time() - started, step_s, final_eval_s,
+                                online_s, self.cfg.eval.online_every if self.online is not None else 0)
+        if self.dist.world > 1:  # each rank's clock started a little apart: the ranks take the smallest plan
+            agreed = torch.tensor(steps, device=self.device)
+            torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
+            steps = int(agreed)
+        self.cfg.optim.total_steps = steps
+        if self.dist.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+        return (f"time budget {self.cfg.train.budget_minutes:g} min: {step_s:.2f} s/step measured here "
+                f"({self.global_batch / step_s:.0f} images/s), {steps} steps planned "
+                f"({steps / self.loader.steps_per_epoch:.2f} epochs)")
 
     def export_teacher(self) -> Path:
         """The final teacher backbone on its own, as safetensors with timm's parameter names."""
@@ -301,10 +389,23 @@ class Pretrainer:
         return path
 
     # ---- evaluation --------------------------------------------------------------------------
+    def _eval_transform(self) -> EvalTransform:
+        e = self.cfg.eval
+        return EvalTransform(e.image_size, e.crop_ratio, self.cfg.augment.mean, self.cfg.augment.std).to(self.device)
+
+    def _online_knn(self) -> OnlineKNN | None:
+        """The online k-NN on a fixed labelled subset, when asked for and the data allow it (indexable, labelled)."""
+        e = self.cfg.eval
+        if not e.online_every or not hasattr(self.source, "__getitem__"):
+            return None
+        test = build_source(self.cfg.data, "test")
+        return OnlineKNN(self.source, test, self._eval_transform(), self.device, e.online_bank, e.online_queries,
+                         e.knn_k, e.knn_temperature, e.batch_size, self.cfg.data.num_workers)
+
     def knn(self, backbone: torch.nn.Module, desc: str) -> dict[str, float]:
         """Weighted k-NN top-1/top-5 of ``backbone``: train split as bank, test split as queries."""
         e = self.cfg.eval
-        transform = EvalTransform(e.image_size, e.crop_ratio, self.cfg.augment.mean, self.cfg.augment.std).to(self.device)
+        transform = self._eval_transform()
         test = build_source(self.cfg.data, "test")
         kw = dict(batch_size=e.batch_size, num_workers=self.cfg.data.num_workers, progress=self.progress)
         bank, bank_labels = extract_features(backbone, self.source, transform, self.device, desc=f"{desc} bank", **kw)
@@ -313,14 +414,48 @@ class Pretrainer:
             return {"top1": float("nan"), "top5": float("nan")}
         return knn_accuracy(queries, labels, bank, bank_labels, self.source.num_classes, e.knn_k, e.knn_temperature)
 
+    def random_backbone(self) -> torch.nn.Module:
+        """The same architecture at random initialisation (its own seed, the global stream untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.train.seed + 1)
+            return build_backbone(self.cfg.model, self.source.channels, self.cfg.augment.global_crops_size,
+                                  0.0).to(self.device)
+
+    def compute_baselines(self) -> dict[str, float]:
+        """What "learned something" is measured against, computed once at the start of a run and kept in
+        ``baselines.json``: the k-NN of the random-init network and of raw pixels (the final protocol), the
+        random-init online k-NN, and how long each took (the time budget keeps that much for the end)."""
+        e, path = self.cfg.eval, self.run_dir / "baselines.json"
+        key = {"data": OmegaConf.to_container(OmegaConf.structured(self.cfg.data)),
+               "eval": OmegaConf.to_container(OmegaConf.structured(e)),
+               "model": OmegaConf.to_container(OmegaConf.structured(self.cfg.model)), "seed": self.cfg.train.seed}
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                self.baselines = saved["values"]
+                return self.baselines
+        values: dict[str, float] = {}
+        if e.knn_at_end and e.knn_random_init:
+            t = time.time()
+            values["knn_top1_random_init"] = self.knn(self.random_backbone(), "random init")["top1"]
+            values["eval_seconds"] = time.time() - t
+        if e.knn_at_end and e.knn_pixels:
+            values["knn_top1_pixels"] = self.knn(RawPixels(), "raw pixels")["top1"]
+        if self.online is not None:
+            t = time.time()
+            values["knn_online_random_init"] = self.online(self.random_backbone())
+            values["online_seconds"] = time.time() - t
+        self.baselines = values
+        if self.dist.is_main and values:
+            tmp = path.with_name(f".{path.name}.tmp")
+            tmp.write_text(json.dumps({"key": key, "values": values}, indent=1))
+            tmp.replace(path)
+        return values
+
     def evaluate(self) -> dict[str, float]:
+        """The teacher's k-NN under the final protocol, beside the baselines."""
         results = {"knn_top1": self.knn(self.teacher.backbone, "teacher")["top1"]}
-        if self.cfg.eval.knn_random_init:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.cfg.train.seed + 1)
-                random_backbone = build_backbone(self.cfg.model, self.source.channels,
-                                                 self.cfg.augment.global_crops_size, 0.0).to(self.device)
-            results["knn_top1_random_init"] = self.knn(random_backbone, "random init")["top1"]
+        results.update({k: v for k, v in self.baselines.items() if k in ("knn_top1_random_init", "knn_top1_pixels")})
         self.metrics.write({"step": self.step, **results})
         return results
 
@@ -339,11 +474,37 @@ def pretrain(cfg: Config, progress: bool = True,
             cleanup()
 
 
+def knn_line(cfg: Config, results: dict[str, float]) -> str:
+    """The final line of a run: the teacher's k-NN beside what it must beat."""
+    line = (f"k-NN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}) on the test split: "
+            f"teacher {results['knn_top1']:.2f} %")
+    if "knn_top1_random_init" in results:
+        line += f", same architecture at random init {results['knn_top1_random_init']:.2f} %"
+    if "knn_top1_pixels" in results:
+        line += f", raw pixels {results['knn_top1_pixels']:.2f} %"
+    return line
+
+
 def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] | None) -> dict[str, float]:
     t0 = time.time()
     trainer = Pretrainer(cfg, progress=progress)
     if setup is not None:
         setup(trainer)
+    fresh = trainer.step == 0
+    baselines = trainer.compute_baselines()
+    if cfg.train.budget_minutes and not cfg.optim.total_steps:
+        final_eval = baselines.get("eval_seconds", 0.1 * cfg.train.budget_minutes * 60) if cfg.eval.knn_at_end else 0.0
+        planned = trainer.plan_budget(t0, final_eval)
+        if trainer.dist.is_main:
+            print(planned, flush=True)
+    if trainer.dist.is_main and fresh:
+        online = " (random init)" if "knn_online_random_init" in baselines else ""
+        known = [f"{k} {v:.2f} %{online if k == 'knn_online_random_init' else ''}" for k, v in baselines.items()
+                 if k.startswith("knn")]
+        print(f"training {trainer.total_steps} steps of {cfg.optim.batch_size} images "
+              f"({trainer.total_steps / trainer.loader.steps_per_epoch:.2f} epochs of {len(trainer.source)}) on "
+              f"{trainer.device.type} x {trainer.dist.world}" + (f"; baselines: {', '.join(known)}" if known else ""),
+              flush=True)
     trainer.fit()
     results: dict[str, float] = {}
     done = trainer.step >= trainer.total_steps
@@ -351,15 +512,10 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         results = trainer.evaluate()  # every rank: the feature extraction is split over them
         results = results if trainer.dist.is_main else {}
     if trainer.dist.is_main and results:
-        line = (f"k-NN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}) on the test split: "
-                f"teacher {results['knn_top1']:.2f} %")
-        if "knn_top1_random_init" in results:
-            line += f", same architecture at random init {results['knn_top1_random_init']:.2f} %"
-        print(line, flush=True)
+        print(knn_line(cfg, results), flush=True)
     if trainer.dist.is_main:
         state = "finished" if done else "stopped"
         skipped = f"{trainer.skipped} bad samples skipped; " if cfg.data.source == "shards" else ""
         print(f"{state} at step {trainer.step}/{trainer.total_steps} in {time.time() - t0:.0f} s; {skipped}"
               f"run directory {trainer.run_dir}", flush=True)
     return results
-

@@ -28,6 +28,14 @@ def test_overrides_are_typed():
     ("optim.epochs=many", "optim.epochs"),
     ("optim.epochs", "key=value"),
     ("augment.global_crops_scale=[0.5,0.1]", "global_crops_scale"),
+    ("optim.warmup_fraction=1.5", "optim.warmup_fraction must be in"),
+    ("optim.freeze_last_layer_steps=-1", "optim.freeze_last_layer_steps must be >= 0"),
+    ("loss.warmup_teacher_temp_epochs=-2", "loss.warmup_teacher_temp_epochs must be >= 0"),
+    ("train.budget_minutes=-1", "train.budget_minutes"),
+    ("optim.total_steps=0", "optim.total_steps must be >= 1"),
+    ("eval.online_every=30", "multiple of train.log_every"),
+    ("loss.centering=mean", "loss.centering"),
+    ("loss.koleo_weight=-0.1", "loss.koleo_weight"),
 ])
 def test_bad_config_is_one_line_error(override, fragment):
     with pytest.raises(UserError, match=fragment) as err:
@@ -67,3 +75,8 @@ def test_cli_run_dir_of_another_recipe(capsys, tmp_path):
     assert code == 0
     code, err = run_cli(capsys, "--config", "vit_small_imagenet", f"train.output_dir={run}")
     assert code == 2 and "recipe 'quickstart'" in err and len(err.splitlines()) == 1
+
+
+def test_a_span_in_both_steps_and_fraction_is_refused():
+    with pytest.raises(UserError, match="warmup_steps and optim.warmup_fraction are both set: keep one"):
+        load_config(None, ["optim.warmup_steps=10", "optim.warmup_fraction=0.1"])

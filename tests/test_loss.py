@@ -46,7 +46,7 @@ def test_loss_matches_reference_over_steps(n_local):
     center = np.zeros(k)
     steps_per_epoch, warm_epochs = 2, 2
     for step in range(6):
-        tau_t = teacher_temperature(step, steps_per_epoch, 0.04, 0.07, warm_epochs)
+        tau_t = teacher_temperature(step, steps_per_epoch * warm_epochs, 0.04, 0.07)
         student = torch.randn((2 + n_local) * batch, k, dtype=torch.float64) * 3
         teacher = torch.randn(2 * batch, k, dtype=torch.float64) * 3 + 1.0
         loss = loss_fn(student, teacher, tau_t)
@@ -57,10 +57,10 @@ def test_loss_matches_reference_over_steps(n_local):
 
 
 def test_teacher_temperature_warmup_is_linear_then_constant():
-    assert teacher_temperature(0, 10, 0.04, 0.07, 3) == pytest.approx(0.04)
-    assert teacher_temperature(15, 10, 0.04, 0.07, 3) == pytest.approx(0.055)
-    assert teacher_temperature(30, 10, 0.04, 0.07, 3) == pytest.approx(0.07)
-    assert teacher_temperature(99, 10, 0.04, 0.07, 0) == pytest.approx(0.07)
+    assert teacher_temperature(0, 30, 0.04, 0.07) == pytest.approx(0.04)
+    assert teacher_temperature(15, 30, 0.04, 0.07) == pytest.approx(0.055)
+    assert teacher_temperature(30, 30, 0.04, 0.07) == pytest.approx(0.07)
+    assert teacher_temperature(99, 0, 0.04, 0.07) == pytest.approx(0.07)
 
 
 def test_loss_gradient_reaches_student_only():
@@ -80,3 +80,92 @@ def test_teacher_stats_detect_both_collapses():
     one_dim[:, 3] = 10.0  # every sample picks dimension 3
     h, kl = teacher_stats(one_dim, torch.zeros(1, k), 0.04)
     assert h.item() < 1e-3 and kl.item() == pytest.approx(math.log(k), rel=1e-3)
+
+
+# ---- Sinkhorn-Knopp targets -------------------------------------------------------------------------
+
+from dinolite.loss import sinkhorn_knopp  # noqa: E402
+
+
+def sinkhorn_reference(t: np.ndarray, temp: float, iterations: int) -> np.ndarray:
+    """From the equations (SwAV, Caron et al. 2020, eq. 3 and appendix): Q = diag(u) exp(t^T / temp) diag(v),
+    with u scaled so the K prototype rows sum to 1/K and v so the B sample columns sum to 1/B, alternately;
+    the returned [B, K] assignment is B * Q^T (each sample a distribution)."""
+    m = np.exp((t - t.max()) / temp).T  # [K, B]
+    k, b = m.shape
+    m = m / m.sum()
+    u, v = np.ones(k), np.ones(b)
+    for _ in range(iterations):
+        u = (1.0 / k) / (m * v[None, :]).sum(axis=1) * 1.0
+        v = (1.0 / b) / (u[:, None] * m).sum(axis=0)
+    return (b * (u[:, None] * m * v[None, :])).T
+
+
+@pytest.mark.parametrize("iterations", [1, 3, 10])
+def test_sinkhorn_knopp_matches_the_reference(iterations):
+    g = torch.Generator().manual_seed(iterations)
+    t = torch.randn(12, 7, generator=g, dtype=torch.float64)
+    got = sinkhorn_knopp(t, 0.1, iterations).numpy()
+    np.testing.assert_allclose(got, sinkhorn_reference(t.numpy(), 0.1, iterations), rtol=1e-9, atol=1e-12)
+
+
+def test_sinkhorn_knopp_rows_are_distributions_and_columns_share_the_batch():
+    g = torch.Generator().manual_seed(0)
+    t = torch.randn(64, 16, generator=g, dtype=torch.float64) * 2
+    q = sinkhorn_knopp(t, 0.5, iterations=200)
+    torch.testing.assert_close(q.sum(1), torch.ones(64, dtype=torch.float64))  # each sample a distribution
+    torch.testing.assert_close(q.sum(0), torch.full((16,), 64 / 16, dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    few = sinkhorn_knopp(t, 0.5, iterations=3)
+    torch.testing.assert_close(few.sum(1), torch.ones(64, dtype=torch.float64))  # the last step normalises samples
+
+
+def test_sinkhorn_knopp_breaks_a_collapsed_teacher():
+    """A teacher that gives every image nearly the same output: the softmax of the centred output is
+    flat, Sinkhorn-Knopp still spreads the batch over the prototypes (what keeps it from uniform collapse)."""
+    g = torch.Generator().manual_seed(1)
+    t = torch.randn(1, 32, generator=g).repeat(256, 1) + 0.01 * torch.randn(256, 32, generator=g)
+    q = sinkhorn_knopp(t, 0.04, iterations=3)
+    assert (q.sum(0) / 256 * 32).sub(1).abs().max() < 0.5  # each prototype gets about 1/32 of the batch
+    assert q.argmax(1).unique().numel() > 16
+
+
+def test_dino_loss_with_sinkhorn_knopp_uses_its_targets():
+    torch.manual_seed(0)
+    student, teacher = torch.randn(4 * 5, 9, dtype=torch.float64), torch.randn(2 * 5, 9, dtype=torch.float64)
+    loss_fn = DINOLoss(9, centering="sinkhorn_knopp", sinkhorn_iterations=3).double()
+    q = sinkhorn_knopp(teacher, 0.04, 3).numpy()
+    log_p = torch.log_softmax(student / 0.1, dim=-1).numpy()
+    pairs = [-(q[i * 5:(i + 1) * 5] * log_p[j * 5:(j + 1) * 5]).sum(1).mean()
+             for i in range(2) for j in range(4) if i != j]
+    assert loss_fn(student, teacher, 0.04).item() == pytest.approx(np.mean(pairs), rel=1e-9)
+
+
+# ---- KoLeo ----------------------------------------------------------------------------------------
+
+from dinolite.loss import koleo_loss  # noqa: E402
+
+
+def koleo_reference(x: np.ndarray) -> float:
+    """Kozachenko-Leonenko (Sablayrolles et al. 2019, eq. 5 up to constants): -1/n sum_i log rho_i, with
+    rho_i the Euclidean distance from the L2-normalised x_i to its nearest other point."""
+    x = x / np.linalg.norm(x, axis=1, keepdims=True)
+    dist = np.sqrt(((x[:, None, :] - x[None, :, :]) ** 2).sum(-1))
+    np.fill_diagonal(dist, np.inf)
+    return float(-np.log(dist.min(axis=1)).mean())
+
+
+@pytest.mark.parametrize("n,d", [(2, 3), (9, 4), (64, 16)])
+def test_koleo_matches_the_reference(n, d):
+    x = torch.randn(n, d, generator=torch.Generator().manual_seed(n), dtype=torch.float64) * 5
+    assert koleo_loss(x).item() == pytest.approx(koleo_reference(x.numpy()), rel=1e-6)  # eps = 1e-8 in the log
+
+
+def test_koleo_gradient_spreads_the_closest_pair():
+    x = torch.tensor([[1.0, 0.0], [0.995, 0.0998], [-1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    before = koleo_loss(x)
+    before.backward()
+    with torch.no_grad():
+        y = x - 0.01 * x.grad
+    assert koleo_loss(y) < before  # a descent step moves the two nearly equal points apart
+    angle = lambda a, b: torch.arccos(torch.nn.functional.cosine_similarity(a, b, dim=0))  # noqa: E731
+    assert angle(y[0], y[1]) > angle(x[0].detach(), x[1].detach())

@@ -23,3 +23,50 @@ def test_cosine_matches_formula_and_is_monotone():
 
 def test_linear_scaling_rule():
     assert scaled_lr(0.0005, 1024) == pytest.approx(0.002)
+
+
+# ---- durations in epochs, steps or fractions of the run -------------------------------------------
+
+from dinolite.config import LossConfig, OptimConfig  # noqa: E402
+from dinolite.schedules import Plan, span_steps, teacher_temperature  # noqa: E402
+
+
+def test_span_steps_takes_steps_then_fraction_then_epochs():
+    assert span_steps(2, None, None, steps_per_epoch=39, total_steps=468) == 78
+    assert span_steps(2, 50, None, 39, 468) == 50
+    assert span_steps(2, None, 0.25, 39, 468) == 117
+    assert span_steps(0.5, None, None, 39, 468) == 20  # half an epoch, rounded to the nearest step
+
+
+@pytest.mark.parametrize("steps_per_epoch,epochs", [(39, 12), (234, 4), (7, 3)])
+def test_step_and_fraction_forms_equal_the_epoch_forms(steps_per_epoch, epochs):
+    """The same recipe written three ways gives the same plan, hence the same schedules at every step."""
+    total = epochs * steps_per_epoch
+    by_epochs = Plan.of(OptimConfig(epochs=epochs, warmup_epochs=1, freeze_last_layer=1),
+                        LossConfig(warmup_teacher_temp_epochs=2), steps_per_epoch)
+    by_steps = Plan.of(OptimConfig(total_steps=total, warmup_steps=steps_per_epoch,
+                                   freeze_last_layer_steps=steps_per_epoch),
+                       LossConfig(warmup_teacher_temp_steps=2 * steps_per_epoch), steps_per_epoch)
+    by_fraction = Plan.of(OptimConfig(epochs=epochs, warmup_fraction=1 / epochs, freeze_last_layer_fraction=1 / epochs),
+                          LossConfig(warmup_teacher_temp_fraction=2 / epochs), steps_per_epoch)
+    assert by_epochs == by_steps == by_fraction
+    assert by_epochs.warmup == steps_per_epoch and by_epochs.teacher_temp_warmup == 2 * steps_per_epoch
+    for step in range(total + 1):
+        assert cosine(step, by_steps.total, 1.0, 0.0, by_steps.warmup) == cosine(step, total, 1.0, 0.0, steps_per_epoch)
+
+
+def test_fraction_forms_do_not_depend_on_the_dataset_size():
+    """A warm-up of 10 % of a 600-step run is 60 steps whether an epoch is 31 steps (8k images) or 234 (60k)."""
+    optim = OptimConfig(total_steps=600, warmup_fraction=0.1, freeze_last_layer_fraction=0.2)
+    loss = LossConfig(warmup_teacher_temp_fraction=0.3)
+    small, large = Plan.of(optim, loss, 31), Plan.of(optim, loss, 234)
+    assert (small.total, small.warmup, small.freeze_last_layer, small.teacher_temp_warmup) == (600, 60, 120, 180)
+    assert (small.total, small.warmup, small.freeze_last_layer, small.teacher_temp_warmup) == \
+        (large.total, large.warmup, large.freeze_last_layer, large.teacher_temp_warmup)
+
+
+def test_teacher_temperature_in_steps():
+    assert teacher_temperature(0, 30, 0.04, 0.07) == pytest.approx(0.04)
+    assert teacher_temperature(15, 30, 0.04, 0.07) == pytest.approx(0.055)
+    assert teacher_temperature(30, 30, 0.04, 0.07) == pytest.approx(0.07)
+    assert teacher_temperature(5, 0, 0.04, 0.07) == pytest.approx(0.07)

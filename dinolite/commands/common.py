@@ -104,8 +104,11 @@ def setup(args: argparse.Namespace) -> EvalSetup:
     return EvalSetup(spec, cfg, device, backbone, transform, cache_dir, progress, args.checkpoint_key, info.is_main)
 
 
-def features(s: EvalSetup, split: str, model: torch.nn.Module | None = None, kind: str = "cls"):
-    """``(features, labels, source)`` of ``split`` through ``model`` (default: the backbone), cached."""
+def features(s: EvalSetup, split: str, model: torch.nn.Module | None = None, kind: str = "cls", subset: int = 0):
+    """``(features, labels, source)`` of ``split`` through ``model`` (default: the backbone), cached.
+
+    ``subset`` > 0 keeps that many images spread evenly over the split (the online k-NN's subset).
+    """
     from ..data import build_source
     from ..eval.cache import cache_path, cached_features
     from ..eval.features import extract_features
@@ -114,17 +117,29 @@ def features(s: EvalSetup, split: str, model: torch.nn.Module | None = None, kin
     if source.channels != len(s.cfg.augment.mean):
         raise UserError(f"the {split} images have {source.channels} channel(s) but augment.mean has "
                         f"{len(s.cfg.augment.mean)} value(s): set --data augment.mean=[...] augment.std=[...]")
+    indices = None
+    if subset:
+        if not hasattr(source, "__getitem__"):
+            raise UserError(f"--bank-subset/--query-subset need an indexable source, not {s.cfg.data.source}: "
+                            f"write fewer samples with 'dinolite shards --subset N' instead")
+        from ..eval.online import spread_indices
+
+        indices = spread_indices(len(source), subset)
     path = None
     if s.cache_dir is not None:
         try:
-            n = len(source)
+            n = len(source) if indices is None else len(indices)
         except TypeError:  # a streamed source without a length: its config already names it
             n = -1
-        path = cache_path(s.cache_dir, s.spec.fingerprint(), split, s.cache_spec(split, kind, n))
+        spec = s.cache_spec(split, kind, n)
+        if indices is not None:
+            spec["spread_subset"] = len(indices)
+        path = cache_path(s.cache_dir, s.spec.fingerprint(), split, spec)
 
     def compute():
         return extract_features(model or s.backbone, source, s.transform, s.device, batch_size=s.cfg.eval.batch_size,
-                                num_workers=s.cfg.data.num_workers, desc=f"{split} features", progress=s.progress)
+                                num_workers=s.cfg.data.num_workers, desc=f"{split} features", progress=s.progress,
+                                indices=indices)
 
     feats, labels, hit = cached_features(path, compute, s.device, write=s.is_main)
     if s.progress:

@@ -16,8 +16,13 @@ def run(args: argparse.Namespace) -> int:
     from ..eval.knn import knn_accuracies
 
     s = setup(args)
-    bank, bank_labels, train = features(s, "train")
-    queries, labels, _ = features(s, "test")
+    model, kind, what = None, "cls", f"{s.key} of {s.spec.source}"
+    if args.baseline == "pixels":
+        from ..eval.features import RawPixels
+
+        model, kind, what = RawPixels(), "pixels", "raw pixels (the evaluation view, flattened)"
+    bank, bank_labels, train = features(s, "train", model, kind, args.bank_subset)
+    queries, labels, _ = features(s, "test", model, kind, args.query_subset)
     if not s.is_main:  # the other ranks only helped extract the features
         return 0
     num_classes = max(train.num_classes, int(bank_labels.max()) + 1, int(labels.max()) + 1)
@@ -25,13 +30,13 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--temperature must be > 0")
     acc = knn_accuracies(queries, labels, bank, bank_labels, num_classes, args.k, args.temperature,
                          query_chunk=args.query_chunk, bank_chunk=args.bank_chunk)
-    print(f"weighted k-NN, T={args.temperature}, {s.key} of {s.spec.source}: {len(bank)} bank, {len(queries)} queries")
+    print(f"weighted k-NN, T={args.temperature}, {what}: {len(bank)} bank, {len(queries)} queries")
     print("    k   top-1   top-5")
     for k, a in acc.items():
         print(f"{k:5d}  {a['top1']:6.2f}  {a['top5']:6.2f}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"source": str(s.spec.source), "checkpoint_key": s.key, "temperature": args.temperature,
+            json.dump({"source": str(s.spec.source), "checkpoint_key": s.key, "baseline": args.baseline, "temperature": args.temperature,
                        "bank": len(bank), "queries": len(queries), "knn": {str(k): v for k, v in acc.items()}}, f, indent=2)
     return 0
 
@@ -45,5 +50,11 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=0.07)
     p.add_argument("--query-chunk", type=int, default=1024, help="queries per similarity block")
     p.add_argument("--bank-chunk", type=int, default=65536, help="bank items per similarity block")
+    p.add_argument("--baseline", choices=["pixels"], default=None,
+                   help="score raw pixels instead of the backbone (same images, crop and normalisation): the no-learning bar")
+    p.add_argument("--bank-subset", type=int, default=0, metavar="N",
+                   help="use N training images spread evenly over the split as the bank (the online k-NN's subset)")
+    p.add_argument("--query-subset", type=int, default=0, metavar="N",
+                   help="use N test images spread evenly over the split as the queries")
     p.add_argument("--json", default=None, help="also write the figures to this JSON file")
     p.set_defaults(func=run)

@@ -32,16 +32,16 @@ def _gather_in_order(part: Tensor, total: int, chunk: int) -> Tensor:
 @torch.no_grad()
 def extract_features(backbone: nn.Module, source: ImageSource, transform: EvalTransform, device: torch.device,
                      batch_size: int = 256, num_workers: int = 0, desc: str = "features",
-                     progress: bool = True) -> tuple[Tensor, Tensor]:
+                     progress: bool = True, indices: list[int] | None = None) -> tuple[Tensor, Tensor]:
     """``(features [N, D] float32, labels [N])`` on ``device``, in the source's order.
 
     Under torch.distributed every rank extracts a contiguous share of an indexable source and
     gets the whole result back (every rank must call this). A streamed shard set is read whole
-    by every rank.
+    by every rank. Given ``indices`` (a fixed subset, e.g. the online k-NN's), every rank reads
+    just those, on its own, with no collective.
     """
     rank, world = _world()
-    split = world > 1 and hasattr(source, "__getitem__") and hasattr(source, "__len__")
-    indices = None
+    split = indices is None and world > 1 and hasattr(source, "__getitem__") and hasattr(source, "__len__")
     if split:
         chunk = -(-len(source) // world)
         indices = range(min(rank * chunk, len(source)), min((rank + 1) * chunk, len(source)))
@@ -89,3 +89,10 @@ class ProbeFeatures(nn.Module):
         if self.avgpool:
             feats.append(outs[-1][0].mean(dim=1))
         return torch.cat(feats, dim=1)
+
+
+class RawPixels(nn.Module):
+    """The "no learning at all" baseline: the evaluation view's normalised pixels, flattened, as features."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.flatten(1)

@@ -1,4 +1,5 @@
-"""Training curves of a run directory's metrics.jsonl as one PNG: loss, lr, teacher entropy, k-NN."""
+"""Training curves of a run directory's metrics.jsonl as one PNG: loss, lr, teacher entropy, online k-NN
+(against the random-init figure of baselines.json), and the final k-NN beside its baselines."""
 
 from __future__ import annotations
 
@@ -35,10 +36,13 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, out_dim: int | 
     rows = read_metrics(run_dir / "metrics.jsonl")
     train = [r for r in rows if "loss" in r]
     knn = [r for r in rows if "knn_top1" in r]
+    online = [r for r in train if "knn_online" in r]
+    baselines_file = run_dir / "baselines.json"
+    baselines = json.loads(baselines_file.read_text()).get("values", {}) if baselines_file.is_file() else {}
     x = [r.get("epoch", r["step"]) for r in train]
     xlabel = "epoch" if "epoch" in train[0] else "step"
     panels = [("loss", "DINO loss"), ("lr", "learning rate"), ("teacher_entropy", "teacher entropy (nats)")]
-    n = len(panels) + (1 if knn else 0)
+    n = len(panels) + (1 if online else 0) + (1 if knn else 0)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.0), squeeze=False)
     for ax, (key, title) in zip(axes[0], panels):
         ax.plot(x, [r.get(key, float("nan")) for r in train], lw=1.2)
@@ -49,12 +53,24 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, out_dim: int | 
     if out_dim:
         axes[0, 2].axhline(math.log(out_dim), ls="--", c="grey", lw=0.8, label=f"log {out_dim} (uniform)")
         axes[0, 2].legend(fontsize=7)
+    if online:
+        ax = axes[0, len(panels)]
+        ax.plot([r.get("epoch", r["step"]) for r in online], [r["knn_online"] for r in online], "o-", lw=1.2,
+                ms=3, label="teacher")
+        if "knn_online_random_init" in baselines:
+            ax.axhline(baselines["knn_online_random_init"], ls="--", c="grey", lw=0.8, label="random init")
+        ax.set_title("online k-NN top-1 (%)", fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+        ax.legend(fontsize=7)
     if knn:
         ax = axes[0, -1]
         last = knn[-1]
-        names = ["teacher"] + (["random init"] if "knn_top1_random_init" in last else [])
-        values = [last["knn_top1"]] + ([last["knn_top1_random_init"]] if len(names) > 1 else [])
-        bars = ax.bar(names, values, color=["tab:blue", "tab:grey"][:len(names)])
+        named = [("teacher", "knn_top1", "tab:blue"), ("random init", "knn_top1_random_init", "tab:grey"),
+                 ("raw pixels", "knn_top1_pixels", "tab:olive")]
+        shown = [(name, last[key], colour) for name, key, colour in named if key in last]
+        bars = ax.bar([s[0] for s in shown], [s[1] for s in shown], color=[s[2] for s in shown])
         ax.bar_label(bars, fmt="%.1f", fontsize=8)
         ax.set_ylim(0, 100)
         ax.set_title(f"k-NN top-1 (%) at step {last['step']}", fontsize=9)
