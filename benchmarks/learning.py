@@ -4,7 +4,7 @@ initialisation and beside raw pixels, the teacher's final entropy and KL to unif
 warnings, wall time and steps/s. Prints a markdown table and writes JSON.
 
     pip install --no-deps animal-shape-mnist            # once: the second real dataset (see learning_data.py)
-    python benchmarks/learning.py [--images 153600] [--parallel 2] [--json benchmarks/results/learning.json]
+    python benchmarks/learning.py [--images 122880] [--parallel 2] [--json benchmarks/results/learning.json]
 
 Each run is ``dinolite pretrain`` (the quickstart recipe, its time budget replaced by a fixed step
 count, so every dataset sees the same number of images) in its own process. ``--parallel 2`` runs two
@@ -95,7 +95,7 @@ def table(results: list[dict]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--images", type=int, default=153600, help="images seen by every run (steps x batch)")
+    p.add_argument("--images", type=int, default=122880, help="images seen by every run (steps x batch); 480 x 256: what the 10-minute budget gives on the slow machines")
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--parallel", type=int, default=1, help="runs at a time")
     p.add_argument("--threads", type=int, default=0, help="torch threads per run (0: 1 when parallel, else default)")

@@ -184,3 +184,17 @@ def test_finetune_runs_under_torchrun_with_the_same_budget(tmp_path):
         assert two[key] == one[key], key
     assert len(two["rows"]) == len(one["rows"])  # every exit and the ensemble, scored on all test images
     assert 0 < two["top1"] <= 100
+
+
+def test_sinkhorn_knopp_two_processes_match_one(tmp_path):
+    """Sinkhorn-Knopp's sums are all-reduced: 2 processes give the 1-process targets, hence the same run."""
+    sk = {"loss.centering": "sinkhorn_knopp", "loss.sinkhorn_iterations": 3, "optim.epochs": 1}
+    one, two = tmp_path / "one", tmp_path / "two"
+    pretrain(tiny_config(one, **{**DDP, **sk}), progress=False)
+    out = torchrun(two, **sk)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ref, got = losses(one), losses(two)
+    assert sorted(ref) == sorted(got) == [1, 2, 3, 4]
+    for step in ref:
+        assert got[step] == pytest.approx(ref[step], rel=1e-4, abs=1e-5), step
+    assert_same_weights(one / "checkpoint-00000004.pt", two / "checkpoint-00000004.pt")
