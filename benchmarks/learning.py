@@ -38,7 +38,8 @@ def datasets(data_dir: Path) -> dict[str, list[str]]:
         out[f"fashion-mnist-{n // 1000}k"] = FMNIST + [f"data.subset={n}"]
     out["animal-shape"] = ["data.source=folder", f"data.root={data_dir / 'animal_shape'}", "data.train_dir=train",
                            "data.val_dir=test", "data.num_workers=0", "data.decode_size=28",
-                           "augment.mean=[0.273]", "augment.std=[0.406]"]  # the dataset's own pixel statistics
+                           # the folder source decodes to RGB: the dataset's own pixel statistics, per channel
+                           "augment.mean=[0.273,0.273,0.273]", "augment.std=[0.406,0.406,0.406]"]
     return out
 
 
@@ -59,8 +60,8 @@ def one_run(name: str, data: list[str], args, out_dir: Path) -> dict:
     final = [r for r in rows if "knn_top1" in r][-1]
     base = json.loads((run_dir / "baselines.json").read_text())["values"]
     warnings = [w for r in train for w in r.get("warnings", [])]
-    train_s = sum(r["step"] - p["step"] for p, r in zip([{"step": 0}] + train, train)) and \
-        sum((r["step"] - p["step"]) * args.batch / r["images_per_s"] for p, r in zip([{"step": 0}] + train, train))
+    # training time alone (no baselines, online k-NN or checkpoints): each log interval's steps at its images/s
+    train_s = sum((r["step"] - p["step"]) * args.batch / r["images_per_s"] for p, r in zip([{"step": 0}] + train, train))
     online = [(r["step"], round(r["knn_online"], 2)) for r in train if "knn_online" in r]
     return {
         "dataset": name, "steps": steps, "images_seen": steps * args.batch,
@@ -111,6 +112,11 @@ def main(argv: list[str] | None = None) -> int:
     chosen = {k: v for k, v in datasets(out / "data").items() if not args.only or k in args.only}
     with ThreadPoolExecutor(args.parallel) as pool:
         results = list(pool.map(lambda item: one_run(item[0], item[1], args, out), chosen.items()))
+    path = Path(args.json)
+    if args.only and path.is_file():  # a partial rerun replaces its datasets' rows, keeps the others
+        kept = [r for r in json.loads(path.read_text())["results"] if r["dataset"] not in chosen]
+        order = list(datasets(out / "data"))
+        results = sorted(kept + results, key=lambda r: order.index(r["dataset"]) if r["dataset"] in order else 99)
     print(table(results))
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"images": args.images, "batch": args.batch, "parallel": args.parallel,

@@ -396,7 +396,12 @@ class Pretrainer:
     def _online_knn(self) -> OnlineKNN | None:
         """The online k-NN on a fixed labelled subset, when asked for and the data allow it (indexable, labelled)."""
         e = self.cfg.eval
-        if not e.online_every or not hasattr(self.source, "__getitem__"):
+        if not e.online_every:
+            return None
+        if not hasattr(self.source, "__getitem__"):
+            if self.dist.is_main:
+                print(f"note: no online k-NN (eval.online_every={e.online_every}): it needs an indexable source "
+                      f"(folder or fashion_mnist), not {self.cfg.data.source}", flush=True)
             return None
         test = build_source(self.cfg.data, "test")
         return OnlineKNN(self.source, test, self._eval_transform(), self.device, e.online_bank, e.online_queries,
@@ -460,16 +465,17 @@ class Pretrainer:
         return results
 
 
-def pretrain(cfg: Config, progress: bool = True,
-             setup: Callable[[Pretrainer], None] | None = None) -> dict[str, float]:
+def pretrain(cfg: Config, progress: bool = True, setup: Callable[[Pretrainer], None] | None = None,
+             started: float | None = None) -> dict[str, float]:
     """Train (or resume) the run of ``cfg`` and return its final k-NN figures (empty if skipped).
 
     ``setup`` sees the built trainer before the first step (the SLURM launcher hooks its
-    preemption check in there). The process group, if any, is left when this returns or raises.
+    preemption check in there). ``started`` (default: now) is when ``train.budget_minutes`` began
+    to count. The process group, if any, is left when this returns or raises.
     """
     with run_threads(cfg.train.threads):
         try:
-            return _pretrain(cfg, progress, setup)
+            return _pretrain(cfg, progress, setup, started or time.time())
         finally:
             cleanup()
 
@@ -485,8 +491,8 @@ def knn_line(cfg: Config, results: dict[str, float]) -> str:
     return line
 
 
-def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] | None) -> dict[str, float]:
-    t0 = time.time()
+def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] | None,
+              t0: float) -> dict[str, float]:
     trainer = Pretrainer(cfg, progress=progress)
     if setup is not None:
         setup(trainer)

@@ -53,16 +53,21 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
 
 def test_cli_run_end_to_end(tmp_path, capsys, fmnist_root):
     run = tmp_path / "run"
-    code = main(["pretrain", "--no-progress", *tiny_overrides(run, **{"eval.knn_random_init": True})])
+    code = main(["pretrain", "--no-progress", *tiny_overrides(run, **{"eval.knn_random_init": True,
+                                                                        "eval.knn_pixels": True})])
     out = capsys.readouterr().out
     assert code == 0
-    assert "k-NN top-1 (k=20, T=0.07) on the test split: teacher" in out and "random init" in out
+    final = [line for line in out.splitlines() if line.startswith("k-NN top-1")]
+    assert len(final) == 1 and "(k=20, T=0.07) on the test split: teacher" in final[0]
+    assert "same architecture at random init" in final[0] and "raw pixels" in final[0]
+    assert "training 8 steps of 32 images (2.00 epochs of 128)" in out
     assert (run / "config.yaml").is_file() and (run / "teacher_backbone.safetensors").is_file()
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["checkpoint-00000004.pt", "checkpoint-00000008.pt"]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     step_keys = {"loss", "lr", "wd", "momentum", "teacher_temp", "teacher_entropy", "kl_uniform", "images_per_s"}
     assert step_keys <= set(records[0])
     assert 0 <= records[-1]["knn_top1"] <= 100 and "knn_top1_random_init" in records[-1]
+    assert 0 <= records[-1]["knn_top1_pixels"] <= 100
     # running the same command again resumes the finished run instead of starting over
     assert main(["pretrain", "--no-progress", *tiny_overrides(run, **{"eval.knn_at_end": False})]) == 0
     assert "resumed from" in capsys.readouterr().out

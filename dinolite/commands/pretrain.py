@@ -6,10 +6,11 @@ import argparse
 
 
 def run(args: argparse.Namespace) -> int:
+    from .. import STARTED
     from ..config import load_config
     from ..train import pretrain
 
-    pretrain(load_config(args.config, args.overrides), progress=not args.no_progress)
+    pretrain(load_config(args.config, args.overrides), progress=not args.no_progress, started=STARTED)
     return 0
 
 
