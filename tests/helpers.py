@@ -27,6 +27,9 @@ def tiny_overrides(run_dir: Path, **extra) -> list[str]:
         "augment.local_crops_size": 14,
         "optim.batch_size": 32,
         "optim.epochs": 2,
+        "train.budget_minutes": 0,  # the quickstart's 10-minute budget would replace optim.epochs
+        "eval.online_every": 0,
+        "eval.knn_pixels": False,
         "optim.warmup_epochs": 1,
         "train.log_every": 1,
         "eval.knn_random_init": False,
