@@ -18,7 +18,7 @@ def test_no_weight_decay_on_biases_and_norms(tmp_path):
     assert all(not n.endswith(".bias") and "norm" not in n for n in decayed)
     assert any(n.endswith("norm.weight") for n in plain) and any(n.endswith(".bias") for n in plain)
     assert "backbone.blocks.0.attn.qkv.weight" in decayed
-    trainer.train_step(*_batch(trainer), Schedule(lr=1e-3, wd=0.3, momentum=0.99, teacher_temp=0.04), epoch=5)
+    trainer.train_step(*_batch(trainer), Schedule(lr=1e-3, wd=0.3, momentum=0.99, teacher_temp=0.04), freeze_steps=0)
     wd = {g["apply_wd"]: g["weight_decay"] for g in trainer.optimizer.param_groups}
     assert wd == {True: 0.3, False: 0.0}
 
@@ -32,7 +32,7 @@ def test_teacher_gets_no_gradient_and_moves_by_ema_only(tmp_path):
     trainer = Pretrainer(tiny_config(tmp_path), progress=False)
     teacher_before = [p.clone() for p in trainer.teacher.parameters()]
     sched = Schedule(lr=1e-2, wd=0.04, momentum=0.9, teacher_temp=0.04)
-    trainer.train_step(*_batch(trainer), sched, epoch=3)
+    trainer.train_step(*_batch(trainer), sched, freeze_steps=0)
     assert all(p.grad is None for p in trainer.teacher.parameters())
     for t0, t1, s in zip(teacher_before, trainer.teacher.parameters(), trainer.student_module.parameters()):
         assert torch.allclose(t1, 0.9 * t0 + 0.1 * s.detach(), atol=1e-6)
@@ -47,8 +47,11 @@ def test_last_layer_frozen_during_first_epochs_then_trained(tmp_path):
     before = [p.clone() for p in last.parameters()]
     mlp_before = trainer.student_module.head.mlp[0].weight.clone()
     sched = Schedule(lr=1e-2, wd=0.04, momentum=0.99, teacher_temp=0.04)
-    trainer.train_step(*_batch(trainer), sched, epoch=0)
+    freeze = trainer.plan.freeze_last_layer
+    assert freeze == trainer.loader.steps_per_epoch  # 1 epoch, in steps
+    trainer.train_step(*_batch(trainer), sched, freeze_steps=freeze)  # step 0: frozen
     assert all(torch.equal(a, b) for a, b in zip(before, last.parameters()))
     assert not torch.equal(mlp_before, trainer.student_module.head.mlp[0].weight)
-    trainer.train_step(*_batch(trainer), sched, epoch=1)
+    trainer.step = freeze  # the first step after the freeze
+    trainer.train_step(*_batch(trainer), sched, freeze_steps=freeze)
     assert not all(torch.equal(a, b) for a, b in zip(before, last.parameters()))
