@@ -29,7 +29,7 @@ def test_overrides_are_typed():
     ("optim.epochs", "key=value"),
     ("augment.global_crops_scale=[0.5,0.1]", "global_crops_scale"),
     ("optim.warmup_fraction=1.5", "optim.warmup_fraction must be in"),
-    ("optim.freeze_last_layer_steps=-1", "optim.freeze_last_layer_steps must be >= 0"),
+    ("loss.warmup_teacher_temp_steps=-1", "loss.warmup_teacher_temp_steps must be >= 0"),
     ("loss.warmup_teacher_temp_epochs=-2", "loss.warmup_teacher_temp_epochs must be >= 0"),
     ("train.budget_minutes=-1", "train.budget_minutes"),
     ("optim.total_steps=0", "optim.total_steps must be >= 1"),
