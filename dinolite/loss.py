@@ -114,9 +114,7 @@ class DINOLoss(nn.Module):
         self.register_buffer("center", torch.zeros(1, out_dim))
 
     def forward(self, student_out: Tensor, teacher_out: Tensor, teacher_temp: float) -> Tensor:
-        p_t = None
-        if self.centering == "sinkhorn_knopp":
-            p_t = sinkhorn_knopp(teacher_out, teacher_temp, self.sinkhorn_iterations)
+        p_t = teacher_targets(teacher_out, self.center, teacher_temp, self.centering, self.sinkhorn_iterations)
         loss = dino_cross_entropy(student_out, teacher_out, self.center, self.student_temp, teacher_temp, p_teacher=p_t)
         # The center moves only after the loss used it: this step's teacher targets are centred
         # with the statistics of previous batches, never with their own.
