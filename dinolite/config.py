@@ -59,11 +59,12 @@ class AugmentConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "vit_small_patch16_224"  # any timm ViT name
-    patch_size: Optional[int] = None  # overrides of the timm architecture (None = timm's value)
+    arch: str = "vit_small_patch16_224"  # any timm ViT, or any timm CNN (resnet50, convnext_tiny, ...)
+    patch_size: Optional[int] = None  # ViT overrides of the timm architecture (None = timm's value)
     embed_dim: Optional[int] = None
     depth: Optional[int] = None
     num_heads: Optional[int] = None
+    reg_tokens: Optional[int] = None  # register tokens (Darcet et al. 2024); excluded from CLS and attention maps
     drop_path_rate: float = 0.1  # student only; the teacher has none
     out_dim: int = 65536
     hidden_dim: int = 2048
@@ -89,6 +90,13 @@ class LossConfig:
     sinkhorn_iterations: int = 3
     # KoLeo regulariser on the student's CLS features of each global crop (dinov2 uses 0.1); 0 = off.
     koleo_weight: float = 0.0
+    # iBOT masked-patch loss (Zhou et al. 2022; dinov2 uses weight 1.0): the student's global crops get
+    # block-wise masks, and its patch-head outputs at the masked patches learn the teacher's (unmasked)
+    # outputs there, with their own center. 0 = off. ViTs only.
+    ibot_weight: float = 0.0
+    ibot_mask_ratio: List[float] = field(default_factory=lambda: [0.1, 0.5])  # of a masked crop's patches (dinov2)
+    ibot_mask_probability: float = 0.5  # fraction of the global crops that are masked (dinov2)
+    ibot_separate_head: bool = False  # a patch head of its own, or the DINO head shared (dinov2's default)
 
 
 @dataclass
@@ -229,6 +237,11 @@ def validate(cfg: Config) -> None:
         (cfg.loss.centering in ("center", "sinkhorn_knopp"), "loss.centering must be 'center' or 'sinkhorn_knopp'"),
         (cfg.loss.sinkhorn_iterations >= 1, "loss.sinkhorn_iterations must be >= 1"),
         (cfg.loss.koleo_weight >= 0, "loss.koleo_weight must be >= 0 (0 = off)"),
+        (cfg.loss.ibot_weight >= 0, "loss.ibot_weight must be >= 0 (0 = off)"),
+        (len(cfg.loss.ibot_mask_ratio) == 2 and 0 <= cfg.loss.ibot_mask_ratio[0] <= cfg.loss.ibot_mask_ratio[1] <= 1,
+         "loss.ibot_mask_ratio must be [low, high] with 0 <= low <= high <= 1"),
+        (0 <= cfg.loss.ibot_mask_probability <= 1, "loss.ibot_mask_probability must be in [0, 1]"),
+        (m.reg_tokens is None or m.reg_tokens >= 0, "model.reg_tokens must be >= 0"),
         (m.out_dim >= 2 and m.head_layers >= 1, "model.out_dim must be >= 2 and model.head_layers >= 1"),
         (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
         (cfg.eval.online_every >= 0 and cfg.eval.online_every % cfg.train.log_every == 0,

@@ -48,12 +48,13 @@ def sinkhorn_knopp(teacher_out: Tensor, teacher_temp: float, iterations: int = 3
     """
     logits = _at_least_fp32(teacher_out) / teacher_temp
     # Subtracting the global max leaves every ratio unchanged and keeps exp() finite.
-    top = logits.max().clone()
+    top = logits.max().clone() if logits.numel() else logits.new_tensor(float("-inf"))
+    n_global = logits.new_tensor(float(logits.shape[0]))  # a rank may hold fewer rows (iBOT's masked patches)
     distributed = dist.is_available() and dist.is_initialized()
     if distributed:
         dist.all_reduce(top, op=dist.ReduceOp.MAX)
+        dist.all_reduce(n_global)
     q = torch.exp(logits - top).T  # [K, N]
-    n_global = q.shape[1] * (dist.get_world_size() if distributed else 1)
     k = q.shape[0]
     total = q.sum()
     if distributed:
@@ -131,3 +132,56 @@ class DINOLoss(nn.Module):
             count *= dist.get_world_size()
         self.center.mul_(self.center_momentum).add_(batch_sum / count, alpha=1 - self.center_momentum)
 
+
+
+def ibot_cross_entropy(student_patch: Tensor, p_teacher: Tensor, mask: Tensor, student_temp: float) -> tuple[Tensor, Tensor]:
+    """iBOT's masked-patch term, summed over crops: for each masked crop, the mean over its masked patches
+    of H(P_t, P_s); also returns the number of masked crops (the caller divides by the global count).
+
+    ``student_patch`` and ``p_teacher`` are ``[M, K]``, one row per true entry of ``mask`` ``[C, h, w]``
+    in row-major order (crop by crop). Unmasked patches do not count (iBOT, eq. 2; dinov2 weights
+    each crop by 1 / its masked patches the same way).
+    """
+    per_crop = mask.flatten(1).sum(dim=1)
+    crop_of_patch = torch.repeat_interleave(torch.arange(len(per_crop), device=mask.device), per_crop)
+    weights = 1.0 / per_crop[crop_of_patch].to(torch.float32)
+    log_p_s = F.log_softmax(_at_least_fp32(student_patch) / student_temp, dim=-1)
+    ce = torch.sum(-p_teacher.detach() * log_p_s, dim=-1)
+    return (ce * weights).sum(), (per_crop > 0).sum()
+
+
+class IBOTPatchLoss(nn.Module):
+    """iBOT's masked-patch loss with its own center (patch outputs are centred apart from the CLS ones)."""
+
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 centering: str = "center", sinkhorn_iterations: int = 3):
+        super().__init__()
+        self.student_temp, self.center_momentum = student_temp, center_momentum
+        self.centering, self.sinkhorn_iterations = centering, sinkhorn_iterations
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def forward(self, student_patch: Tensor, teacher_patch: Tensor, mask: Tensor, teacher_temp: float) -> Tensor:
+        """``student_patch`` / ``teacher_patch``: ``[M, K]`` outputs at the masked patches of this rank's crops."""
+        p_t = teacher_targets(teacher_patch, self.center, teacher_temp, self.centering, self.sinkhorn_iterations)
+        total, crops = ibot_cross_entropy(student_patch, p_t, mask, self.student_temp)
+        crops, world = crops.to(torch.float32), 1
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(crops)
+            world = dist.get_world_size()
+        # Divided by the masked crops of the whole batch and multiplied by the world size: DDP averages the
+        # ranks' gradients, so the result is the one-process gradient however the masks fall on the ranks.
+        loss = total * world / crops.clamp_min(1.0)
+        self.update_center(teacher_patch)  # after the loss, as for the CLS center
+        return loss
+
+    @torch.no_grad()
+    def update_center(self, teacher_patch: Tensor) -> None:
+        """center <- m * center + (1 - m) * mean teacher output over the masked patches of the global batch."""
+        stats = torch.cat([teacher_patch.to(self.center.dtype).sum(dim=0),
+                           self.center.new_tensor([float(teacher_patch.shape[0])])])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)
+        count = stats[-1]
+        mean = stats[:-1].unsqueeze(0) / count.clamp_min(1.0)
+        moved = self.center * self.center_momentum + mean * (1 - self.center_momentum)
+        self.center.copy_(torch.where(count > 0, moved, self.center))  # no masked patch anywhere: keep it

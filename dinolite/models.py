@@ -1,6 +1,9 @@
-"""timm ViT backbones, the DINO projection head, and the student / teacher pair."""
+"""timm backbones (ViTs, with or without registers, and CNNs), the DINO projection head, and the
+student / teacher pair."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import timm
 import torch
@@ -11,26 +14,60 @@ from .config import ModelConfig
 from .errors import UserError
 
 
+VIT_ONLY = ("patch_size", "embed_dim", "depth", "num_heads", "reg_tokens")
+
+
+def is_vit(arch: str) -> bool:
+    """True for timm's VisionTransformer family (the models with patch tokens, registers and attention maps)."""
+    name = arch.split(".")[0]
+    return timm.is_model(name) and timm.models.model_entrypoint(name).__module__ == "timm.models.vision_transformer"
+
+
+def is_vit_backbone(module: nn.Module) -> bool:
+    """True for a built timm VisionTransformer (blocks, patch tokens, attention)."""
+    return isinstance(module, timm.models.vision_transformer.VisionTransformer)
+
+
 def backbone_kwargs(cfg: ModelConfig, in_chans: int, img_size: int, drop_path_rate: float) -> dict:
-    """The keyword arguments of ``timm.create_model`` for this config (saved with exports)."""
-    kw = dict(num_classes=0, dynamic_img_size=True, img_size=img_size, in_chans=in_chans,
-              drop_path_rate=drop_path_rate)
-    for name in ("patch_size", "embed_dim", "depth", "num_heads"):
-        value = getattr(cfg, name)
-        if value is not None:
-            kw[name] = value
-    return kw
+    """The keyword arguments of ``timm.create_model`` for this config (saved with exports).
+
+    ViTs are built for any input size (``dynamic_img_size``); CNNs pool globally, so they take any
+    size as they are and only get the channels and the drop-path rate.
+    """
+    kw = dict(num_classes=0, in_chans=in_chans, drop_path_rate=drop_path_rate)
+    given = {name: getattr(cfg, name) for name in VIT_ONLY if getattr(cfg, name) is not None}
+    if not is_vit(cfg.arch):
+        if given:
+            raise UserError(f"model.{next(iter(given))} applies to ViTs only and {cfg.arch} is not one: "
+                            f"drop {', '.join('model.' + k for k in given)} or pick a ViT")
+        return kw
+    return dict(kw, dynamic_img_size=True, img_size=img_size, **given)
 
 
 def build_backbone(cfg: ModelConfig, in_chans: int, img_size: int, drop_path_rate: float | None = None) -> nn.Module:
-    """A randomly initialised timm ViT returning the CLS embedding, for any input size."""
+    """A randomly initialised timm backbone returning one embedding per image (CLS or pooled), for any input size."""
     if not timm.is_model(cfg.arch.split(".")[0]):
-        raise UserError(f"model.arch={cfg.arch!r} is not a timm model: pick a ViT from timm.list_models('vit_*')")
+        raise UserError(f"model.arch={cfg.arch!r} is not a timm model: pick one from timm.list_models() "
+                        f"(a ViT such as vit_small_patch16_224, or a CNN such as resnet50)")
     rate = cfg.drop_path_rate if drop_path_rate is None else drop_path_rate
     try:
         return timm.create_model(cfg.arch, pretrained=False, **backbone_kwargs(cfg, in_chans, img_size, rate))
     except (TypeError, ValueError, AssertionError) as err:
         raise UserError(f"cannot build {cfg.arch} with this config ({err}); check model.embed_dim/num_heads/patch_size") from None
+
+
+def vit_tokens(vit: nn.Module, x: Tensor, mask: Tensor | None = None, mask_token: Tensor | None = None) -> Tensor:
+    """Every output token ``[B, prefix + N, D]`` of a timm ViT (CLS, registers, patches, after the final
+    norm), with the patch embeddings where ``mask`` ``[B, h, w]`` is true replaced by ``mask_token`` (iBOT).
+
+    The steps of timm's ``VisionTransformer.forward_features``, called one by one so the mask goes in
+    between the patch embedding and the position embedding; timm's modules and weights are used as they are.
+    """
+    x = vit.patch_embed(x)  # [B, h, w, D] with dynamic_img_size, else [B, N, D]
+    if mask is not None:
+        x = torch.where(mask.reshape(x.shape[:-1]).unsqueeze(-1), mask_token.to(x.dtype), x)
+    x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
+    return vit.norm(vit.blocks(x))
 
 
 class DINOHead(nn.Module):
@@ -66,35 +103,79 @@ class DINOHead(nn.Module):
         return self.last_layer(x)
 
 
+@dataclass
+class Views:
+    """What one model pass gives the losses."""
+
+    out: Tensor  # head outputs of every view, view-major: [V * B, K]
+    feats: Tensor  # backbone embeddings (CLS or pooled) of every view: [V * B, D]
+    patch_out: Tensor | None = None  # patch-head outputs of the selected global-crop patches: [M, K] (iBOT)
+
+
 class DINOModel(nn.Module):
     """Backbone + head applied to a list of crop batches, one backbone pass per resolution.
 
     ViTs take one image size per forward, so each resolution (globals, locals) goes through the
-    backbone on its own; the CLS embeddings are concatenated so the head runs once for all views.
+    backbone on its own; the embeddings are concatenated so the head runs once for all views.
+    For iBOT the model also owns a learnable mask token and (optionally) a separate patch head.
     """
 
-    def __init__(self, backbone: nn.Module, head: DINOHead):
+    def __init__(self, backbone: nn.Module, head: DINOHead, patch_head: DINOHead | None = None,
+                 mask_token: bool = False):
         super().__init__()
-        self.backbone, self.head = backbone, head
+        self.backbone, self.head, self.patch_head = backbone, head, patch_head
+        # dinov2 starts the mask token at zero; it is a parameter of the model, not of timm's backbone,
+        # so exports (the backbone alone) load in plain timm.
+        self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim)) if mask_token else None
 
-    def forward(self, crops: list[Tensor], return_features: bool = False) -> Tensor | tuple[Tensor, Tensor]:
-        """Head outputs of every view (view-major); with ``return_features`` also the backbone's CLS features."""
-        feats = torch.cat([self.backbone(x) for x in crops])
-        out = self.head(feats)
-        return (out, feats) if return_features else out
+    def forward(self, crops: list[Tensor], mask: Tensor | None = None, select: Tensor | None = None,
+                return_features: bool = False) -> Tensor | Views:
+        """Head outputs of every view (view-major), or :class:`Views` with ``return_features`` or ``select``.
+
+        ``mask`` ``[B0, h, w]`` (bool) replaces those patches of ``crops[0]`` (the global crops) with the
+        mask token; ``select`` picks the patches of ``crops[0]`` whose patch-head outputs are returned
+        (the student passes its mask as both; the teacher, unmasked, selects the same patches).
+        """
+        feats, patches = [], None
+        for i, x in enumerate(crops):
+            if i == 0 and (mask is not None or select is not None):
+                tokens = vit_tokens(self.backbone, x, mask, self.mask_token)
+                feats.append(self.backbone.forward_head(tokens))  # CLS (or pooled), as backbone(x) gives it
+                if select is not None:
+                    patches = tokens[:, self.backbone.num_prefix_tokens:][select.flatten(1)]
+            else:
+                feats.append(self.backbone(x))
+        feats_all = torch.cat(feats)
+        if patches is not None and self.patch_head is None:  # shared head: one call for CLS and patches
+            both = self.head(torch.cat([feats_all, patches]))
+            out, patch_out = both[:len(feats_all)], both[len(feats_all):]
+        else:
+            out = self.head(feats_all)
+            patch_out = self.patch_head(patches) if patches is not None else None
+        if not (return_features or select is not None):
+            return out
+        return Views(out, feats_all, patch_out)
 
 
-def build_student_teacher(cfg: ModelConfig, in_chans: int, img_size: int) -> tuple[DINOModel, DINOModel]:
+def build_student_teacher(cfg: ModelConfig, in_chans: int, img_size: int, ibot: bool = False,
+                          separate_patch_head: bool = False) -> tuple[DINOModel, DINOModel]:
     """Two independent models; the teacher starts as a copy of the student and never gets gradients.
 
-    The teacher has no drop path (it is evaluated as a whole network, as in DINO).
+    The teacher has no drop path (it is evaluated as a whole network, as in DINO). With ``ibot`` both
+    get a mask token (the teacher's is never used) and, with ``separate_patch_head``, a patch head.
     """
+
+    def head(dim: int) -> DINOHead:
+        return DINOHead(dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.head_layers, cfg.norm_last_layer)
 
     def make(drop_path: float) -> DINOModel:
         backbone = build_backbone(cfg, in_chans, img_size, drop_path)
-        head = DINOHead(backbone.num_features, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim,
-                        cfg.head_layers, cfg.norm_last_layer)
-        return DINOModel(backbone, head)
+        if ibot and not is_vit(cfg.arch):
+            raise UserError(f"loss.ibot_weight > 0 needs a ViT (patch tokens) and {cfg.arch} is not one: "
+                            f"set loss.ibot_weight=0 or pick a ViT")
+        dino_head = head(backbone.num_features)
+        patch_head = head(backbone.num_features) if ibot and separate_patch_head else None
+        return DINOModel(backbone, dino_head, patch_head, mask_token=ibot)
 
     student = make(cfg.drop_path_rate)
     teacher = make(0.0)

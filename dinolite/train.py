@@ -28,7 +28,8 @@ from .eval.features import RawPixels, extract_features
 from .eval.knn import knn_accuracy
 from .eval.online import OnlineKNN
 from .export import write_safetensors
-from .loss import DINOLoss, koleo_loss, teacher_stats
+from .loss import DINOLoss, IBOTPatchLoss, koleo_loss, teacher_stats
+from .masking import sample_masks
 from .models import backbone_kwargs, build_backbone, build_student_teacher, ema_update
 from .monitor import CollapseMonitor, MetricsWriter
 from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
@@ -152,7 +153,9 @@ class Pretrainer:
                                    self.dist.rank, self.dist.world, pin_memory=self.device.type == "cuda")
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        student, self.teacher = build_student_teacher(cfg.model, self.source.channels, cfg.augment.global_crops_size)
+        ibot = cfg.loss.ibot_weight > 0
+        student, self.teacher = build_student_teacher(cfg.model, self.source.channels, cfg.augment.global_crops_size,
+                                                      ibot, cfg.loss.ibot_separate_head)
         self.student_module = student.to(self.device)
         self.teacher.to(self.device)
         if cfg.train.compile:  # in place, so state_dict keys (checkpoints, exports) stay unchanged
@@ -165,6 +168,8 @@ class Pretrainer:
         self.augment = MultiCrop(cfg.augment).to(self.device)
         self.loss_fn = DINOLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum,
                                 cfg.loss.centering, cfg.loss.sinkhorn_iterations).to(self.device)
+        self.ibot_loss = IBOTPatchLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum,
+                                       cfg.loss.centering, cfg.loss.sinkhorn_iterations).to(self.device) if ibot else None
         self.optimizer = build_optimizer(self.student_module, self.device)
         self.generator = torch.Generator(self.device)  # reseeded every step, see step_seed
         self.step = 0
@@ -183,6 +188,7 @@ class Pretrainer:
             "teacher": self.teacher.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "loss": self.loss_fn.state_dict(),
+            **({"ibot_loss": self.ibot_loss.state_dict()} if self.ibot_loss is not None else {}),
             "step": self.step,
             "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
             "world": self.dist.world,
@@ -203,6 +209,8 @@ class Pretrainer:
         self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.loss_fn.load_state_dict(state["loss"])
+        if self.ibot_loss is not None and "ibot_loss" in state:
+            self.ibot_loss.load_state_dict(state["ibot_loss"])
         self.step = int(state["step"])
         self.last_good = path
         self._adopt_budget_plan(state["config"])
@@ -243,17 +251,19 @@ class Pretrainer:
         # Parameters are drawn for the global batch and sliced, so crops do not depend on the world size.
         rng = GlobalBatchRNG(self.generator, rank * self.batch, self.batch, self.global_batch)
         crops = self.augment(images.to(self.device, non_blocking=True), hw, rng)
+        mask = self._ibot_masks(crops.globals_) if self.ibot_loss is not None else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            with torch.no_grad():
-                teacher_out = self.teacher([crops.globals_])  # the teacher sees global views only
-            koleo = self.cfg.loss.koleo_weight
-            student_out = self.student(crops.by_resolution(), return_features=bool(koleo))
-        if koleo:
-            student_out, feats = student_out
+            with torch.no_grad():  # the teacher sees global views only, unmasked
+                teacher = self.teacher([crops.globals_], select=mask, return_features=True)
+            # the student's global views are masked for iBOT (mask None: not)
+            student = self.student(crops.by_resolution(), mask=mask, select=mask, return_features=True)
+        teacher_out, lc = teacher.out, self.cfg.loss
         center_used = self.loss_fn.center.clone()  # the loss updates the center; the stats need this one
-        loss = self.loss_fn(student_out, teacher_out, sched.teacher_temp)
-        if koleo:  # on each global crop's CLS features, within this rank's batch (as dinov2)
-            loss = loss + koleo * sum(koleo_loss(f) for f in feats[:len(crops.globals_)].chunk(2))
+        loss = self.loss_fn(student.out, teacher_out, sched.teacher_temp)
+        if lc.koleo_weight:  # on each global crop's CLS features, within this rank's batch (as dinov2)
+            loss = loss + lc.koleo_weight * sum(koleo_loss(f) for f in student.feats[:len(crops.globals_)].chunk(2))
+        if self.ibot_loss is not None:
+            loss = loss + lc.ibot_weight * self.ibot_loss(student.patch_out, teacher.patch_out, mask, sched.teacher_temp)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.optim.clip_grad > 0:
@@ -262,6 +272,15 @@ class Pretrainer:
         self.optimizer.step()
         ema_update(self.teacher, self.student_module, sched.momentum)
         return loss.detach(), teacher_out.detach(), center_used
+
+    def _ibot_masks(self, globals_: torch.Tensor) -> torch.Tensor:
+        """This rank's block-wise masks of the global crops (drawn per global sample, see masking.py)."""
+        patch = self.student_module.backbone.patch_embed.patch_size
+        h, w = globals_.shape[-2] // patch[0], globals_.shape[-1] // patch[1]
+        lc = self.cfg.loss
+        masks = sample_masks(step_seed(self.cfg.train.seed, self.step, 0), 2, self.dist.rank * self.batch, self.batch,
+                             h, w, tuple(lc.ibot_mask_ratio), lc.ibot_mask_probability)
+        return masks.to(self.device, non_blocking=True)
 
     def _check_finite(self, finite: bool) -> None:
         if not finite:
@@ -339,8 +358,8 @@ class Pretrainer:
         """Seconds per training step on this machine (the slowest rank's), from real steps on real
         batches; the weights, optimiser and center are put back afterwards, so the run itself
         starts from exactly the state it would have had without the timing."""
-        saved = {name: {k: v.clone() for k, v in part.state_dict().items()}
-                 for name, part in (("student", self.student_module), ("teacher", self.teacher), ("loss", self.loss_fn))}
+        parts = [self.student_module, self.teacher, self.loss_fn] + ([self.ibot_loss] if self.ibot_loss is not None else [])
+        saved = [{k: v.clone() for k, v in part.state_dict().items()} for part in parts]
         optimizer_state = self.optimizer.state_dict()
         step0, plan = self.step, self.plan
         batches = (batch for epoch in range(warmup + timed) for batch in self.loader.epoch(epoch))
@@ -355,9 +374,8 @@ class Pretrainer:
         per_step = torch.tensor((time.time() - t0) / timed, device=self.device)
         if self.dist.world > 1:
             torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
-        self.student_module.load_state_dict(saved["student"])
-        self.teacher.load_state_dict(saved["teacher"])
-        self.loss_fn.load_state_dict(saved["loss"])
+        for part, state in zip(parts, saved):
+            part.load_state_dict(state)
         self.optimizer.load_state_dict(optimizer_state)
         self.step = step0
         return float(per_step)

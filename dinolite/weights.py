@@ -30,12 +30,11 @@ from .models import backbone_kwargs
 
 EXPORT_JSON = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"
-_PREFIXES = ("module.", "backbone.", "_orig_mod.")
 
 
 @dataclass
 class BackboneSpec:
-    """A timm ViT's name and ``create_model`` kwargs, its weights, and where they came from."""
+    """A timm backbone's name and ``create_model`` kwargs, its weights, and where they came from."""
 
     arch: str
     kwargs: dict
@@ -93,19 +92,22 @@ def read_weights_file(path: Path) -> tuple[dict, dict]:
 
 
 def strip_prefixes(state: dict) -> dict:
-    """Drop wrapper prefixes (``module.`` of DDP, ``backbone.`` of DINO's MultiCropWrapper) and heads."""
-    out = {}
-    for name, value in state.items():
+    """The backbone's tensors under timm's names: wrapper prefixes dropped (``module.`` of DDP,
+    ``_orig_mod.`` of torch.compile), and when the dict holds a whole DINO model (``backbone.*``,
+    ``head.*``, iBOT's ``patch_head.*`` and ``mask_token``) only its ``backbone.*`` part."""
+    def bare(name: str) -> str:
         changed = True
         while changed:
             changed = False
-            for p in _PREFIXES:
+            for p in ("module.", "_orig_mod."):
                 if name.startswith(p):
                     name, changed = name[len(p):], True
-        if name.startswith("head."):  # the DINO projection head is not part of the backbone
-            continue
-        out[name] = value
-    return out
+        return name
+
+    named = {bare(k): v for k, v in state.items()}
+    if any(k.startswith("backbone.") for k in named):
+        return {bare(k[len("backbone."):]): v for k, v in named.items() if k.startswith("backbone.")}
+    return {k: v for k, v in named.items() if not k.startswith("head.")}
 
 
 def _is_tensor_dict(obj) -> bool:
@@ -129,7 +131,7 @@ def pick_state(obj, checkpoint_key: str, path: Path) -> tuple[dict, str]:
     if not _is_tensor_dict(state):
         raise UserError(f"{path} is not a dinolite or DINO checkpoint: no dict of tensors under the expected keys")
     state = strip_prefixes(state)
-    if "cls_token" not in state or "patch_embed.proj.weight" not in state:
+    if kind == "dino-official" and ("cls_token" not in state or "patch_embed.proj.weight" not in state):
         raise UserError(f"{path} is not a dinolite or DINO ViT checkpoint: no cls_token / patch_embed.proj.weight "
                         f"after stripping module./backbone. prefixes (first keys: {list(state)[:4]})")
     return state, kind
@@ -166,7 +168,7 @@ def load_into(model: nn.Module, state: dict, source: Path) -> None:
     if missing or unexpected or shapes:
         def few(xs):
             return ", ".join(xs[:6]) + (f" (+{len(xs) - 6} more)" if len(xs) > 6 else "") if xs else "none"
-        raise UserError(f"{source} does not fit the ViT: missing keys: {few(missing)}; unexpected keys: "
+        raise UserError(f"{source} does not fit the {type(model).__name__}: missing keys: {few(missing)}; unexpected keys: "
                         f"{few(unexpected)}; shape mismatches: {few(shapes)}")
     model.load_state_dict(state)
 
@@ -239,5 +241,5 @@ def resolve(path: str | Path, checkpoint_key: str = "teacher") -> BackboneSpec:
 
 
 def load_backbone(path: str | Path, checkpoint_key: str = "teacher") -> nn.Module:
-    """A pretrained timm ViT (eval mode, returns the CLS embedding) from any of the layouts above."""
+    """A pretrained timm backbone (eval mode, returns the CLS or pooled embedding) from any of the layouts above."""
     return resolve(path, checkpoint_key).build()

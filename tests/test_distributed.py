@@ -47,7 +47,8 @@ def losses(run_dir: Path) -> dict[int, float]:
 def weights(path: Path) -> dict[str, torch.Tensor]:
     state = torch.load(path, map_location="cpu", weights_only=True)
     return {**{f"student.{k}": v for k, v in state["student"].items()},
-            **{f"teacher.{k}": v for k, v in state["teacher"].items()}, "center": state["loss"]["center"]}
+            **{f"teacher.{k}": v for k, v in state["teacher"].items()}, "center": state["loss"]["center"],
+            **({"ibot_center": state["ibot_loss"]["center"]} if "ibot_loss" in state else {})}
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
@@ -199,3 +200,22 @@ def test_sinkhorn_knopp_two_processes_match_one(tmp_path):
     for step in ref:
         assert got[step] == pytest.approx(ref[step], rel=1e-4, abs=1e-5), step
     assert_same_weights(one / "checkpoint-00000004.pt", two / "checkpoint-00000004.pt")
+
+
+@pytest.mark.parametrize("centering", ["center", "sinkhorn_knopp"])
+def test_ibot_two_processes_match_one(tmp_path, centering):
+    """iBOT's masks are drawn per global sample, its loss is divided by the masked crops of the whole batch
+    and its center (or Sinkhorn-Knopp) sums over every rank: 2 processes give the 1-process run, although
+    the ranks hold different numbers of masked patches."""
+    ibot = {"loss.ibot_weight": 1.0, "loss.ibot_mask_probability": 0.5, "loss.ibot_separate_head": centering != "center",
+            "loss.centering": centering, "optim.epochs": 1}
+    one, two = tmp_path / "one", tmp_path / "two"
+    pretrain(tiny_config(one, **{**DDP, **ibot}), progress=False)
+    out = torchrun(two, **ibot)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ref, got = losses(one), losses(two)
+    assert sorted(ref) == sorted(got) == [1, 2, 3, 4]
+    for step in ref:
+        assert got[step] == pytest.approx(ref[step], rel=1e-4, abs=1e-5), step
+    assert_same_weights(one / "checkpoint-00000004.pt", two / "checkpoint-00000004.pt")
+    assert "ibot_center" in weights(one / "checkpoint-00000004.pt")

@@ -169,3 +169,74 @@ def test_koleo_gradient_spreads_the_closest_pair():
     assert koleo_loss(y) < before  # a descent step moves the two nearly equal points apart
     angle = lambda a, b: torch.arccos(torch.nn.functional.cosine_similarity(a, b, dim=0))  # noqa: E731
     assert angle(y[0], y[1]) > angle(x[0].detach(), x[1].detach())
+
+
+def ibot_reference(student_tokens, teacher_tokens, mask, center, tau_s, tau_t, m):
+    """iBOT (Zhou et al. 2022), eq. 2 and its centering, per crop in float64 numpy, one patch at a time:
+    L = mean over crops with a mask of ( mean over that crop's masked patches u of
+        -sum_k P_t(u)[k] log P_s(u)[k] ),  P_t = softmax((t_u - C) / tau_t) of the *unmasked* teacher view,
+    P_s = softmax(s_u / tau_s) of the masked student view; C <- m C + (1 - m) mean over masked patches of t_u.
+    ``student_tokens`` / ``teacher_tokens`` are [crops, h, w, K]: every patch's output, masked or not."""
+    def softmax(z):
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    per_crop, used = [], []
+    for c in range(mask.shape[0]):
+        ces = []
+        for i in range(mask.shape[1]):
+            for j in range(mask.shape[2]):
+                if mask[c, i, j]:
+                    p_t = softmax((teacher_tokens[c, i, j] - center) / tau_t)
+                    p_s = softmax(student_tokens[c, i, j] / tau_s)
+                    ces.append(-(p_t * np.log(p_s)).sum())
+                    used.append(teacher_tokens[c, i, j])
+        if ces:
+            per_crop.append(np.mean(ces))
+    return float(np.mean(per_crop)), m * center + (1 - m) * np.mean(used, axis=0)
+
+
+def test_ibot_loss_matches_the_reference_over_steps():
+    """Only masked patches count (the unmasked ones hold garbage that must not matter), each masked crop
+    weighs the same whatever its number of masked patches, and the patch center moves after the loss."""
+    from dinolite.loss import IBOTPatchLoss
+
+    rng = np.random.default_rng(0)
+    loss_fn = IBOTPatchLoss(out_dim=12, student_temp=0.1, center_momentum=0.9)
+    center = np.zeros(12)
+    for step in range(3):
+        mask = rng.random((6, 3, 4)) < 0.3
+        mask[0] = False  # a crop without a mask does not count
+        mask[1, 0, 0] = True
+        s = rng.normal(size=(6, 3, 4, 12)) * 2
+        t = rng.normal(size=(6, 3, 4, 12)) * 2
+        want, center = ibot_reference(s, t, mask, center, 0.1, 0.04, 0.9)
+        st, tt, mt = torch.tensor(s, dtype=torch.float32), torch.tensor(t, dtype=torch.float32), torch.tensor(mask)
+        st[~mt] = 1e6  # unmasked outputs are never read
+        got = loss_fn(st[mt], tt[mt], mt, teacher_temp=0.04)
+        assert got.item() == pytest.approx(want, rel=1e-5), step
+        np.testing.assert_allclose(loss_fn.center[0].numpy(), center, rtol=1e-5, atol=1e-6)
+
+
+def test_ibot_loss_without_any_mask_is_zero_and_keeps_the_center():
+    from dinolite.loss import IBOTPatchLoss
+
+    loss_fn = IBOTPatchLoss(out_dim=5)
+    loss_fn.center.fill_(0.3)
+    got = loss_fn(torch.zeros(0, 5, requires_grad=True), torch.zeros(0, 5), torch.zeros(4, 2, 2, dtype=torch.bool), 0.04)
+    assert got.item() == 0.0
+    assert torch.equal(loss_fn.center, torch.full((1, 5), 0.3))
+
+
+def test_ibot_loss_with_sinkhorn_knopp_targets():
+    """With loss.centering=sinkhorn_knopp the patch targets are Sinkhorn-Knopp over the masked patches."""
+    from dinolite.loss import IBOTPatchLoss, ibot_cross_entropy, sinkhorn_knopp
+
+    torch.manual_seed(0)
+    mask = torch.rand(5, 3, 3) < 0.5
+    s, t = torch.randn(int(mask.sum()), 8), torch.randn(int(mask.sum()), 8)
+    got = IBOTPatchLoss(8, centering="sinkhorn_knopp", sinkhorn_iterations=3)(s, t, mask, 0.05)
+    q = torch.tensor(sinkhorn_reference(t.double().numpy(), 0.05, 3), dtype=torch.float32)
+    total, crops = ibot_cross_entropy(s, q, mask, 0.1)
+    assert got.item() == pytest.approx((total / crops).item(), rel=1e-5)
+    torch.testing.assert_close(sinkhorn_knopp(t, 0.05, 3), q, rtol=1e-4, atol=1e-6)

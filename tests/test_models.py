@@ -72,3 +72,85 @@ def test_ema_update_rule():
     ema_update(teacher, student, 0.9)
     for t0, t1, s in zip(before, teacher.parameters(), student.parameters()):
         assert torch.allclose(t1, 0.9 * t0 + 0.1 * s, atol=1e-6)
+
+
+# ---- iBOT's token path, registers, CNN backbones ---------------------------------------------------------
+from dataclasses import replace  # noqa: E402
+
+import pytest  # noqa: E402
+
+from dinolite.errors import UserError  # noqa: E402
+from dinolite.models import build_backbone, vit_tokens  # noqa: E402
+
+
+def test_vit_tokens_without_a_mask_is_timms_forward():
+    backbone = build_backbone(replace(TINY, reg_tokens=2), in_chans=1, img_size=28).eval()
+    x = torch.randn(3, 1, 28, 28)
+    tokens = vit_tokens(backbone, x)
+    assert tokens.shape == (3, 1 + 2 + 49, 32)  # CLS, 2 registers, 7 x 7 patches
+    torch.testing.assert_close(tokens, backbone.forward_features(x))
+    torch.testing.assert_close(backbone.forward_head(tokens), backbone(x))
+
+
+def test_masked_patches_enter_the_blocks_as_the_mask_token():
+    student, _ = build_student_teacher(TINY, in_chans=1, img_size=28, ibot=True)
+    with torch.no_grad():
+        student.mask_token.normal_()
+    x = torch.randn(2, 1, 28, 28)
+    mask = torch.zeros(2, 7, 7, dtype=torch.bool)
+    mask[0, 1:3, 2:5] = True
+    seen = []
+    student.backbone.blocks.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    student.eval()
+    vit_tokens(student.backbone, x, mask, student.mask_token)
+    vit_tokens(student.backbone, x)
+    masked, plain = seen
+    pos = student.backbone.pos_embed[0, 1:].view(7, 7, -1)  # timm's ViT: one position per patch after CLS
+    want = student.mask_token[0] + pos[1:3, 2:5]
+    torch.testing.assert_close(masked[0, 1:].view(7, 7, -1)[1:3, 2:5], want)
+    keep = ~mask.flatten(1)
+    torch.testing.assert_close(masked[1], plain[1])  # an unmasked crop is untouched
+    torch.testing.assert_close(masked[0, 1:][keep[0]], plain[0, 1:][keep[0]])
+
+
+def test_patch_outputs_are_the_heads_on_the_selected_tokens():
+    for separate in (False, True):
+        student, teacher = build_student_teacher(TINY, in_chans=1, img_size=28, ibot=True, separate_patch_head=separate)
+        assert (student.patch_head is not None) == separate
+        teacher.eval()
+        x = torch.randn(3, 1, 28, 28)
+        select = torch.rand(3, 7, 7) < 0.3
+        views = teacher([x, torch.randn(6, 1, 12, 12)], select=select)
+        tokens = vit_tokens(teacher.backbone, x)[:, 1:][select.flatten(1)]
+        head = teacher.patch_head if separate else teacher.head
+        torch.testing.assert_close(views.patch_out, head(tokens))
+        assert views.out.shape == (9, 50) and views.feats.shape == (9, 32)
+        torch.testing.assert_close(views.out[:3], teacher.head(teacher.backbone(x)))
+
+
+def test_ibot_student_mask_reaches_the_loss_only_through_masked_crops():
+    """A crop without a mask gives the same CLS output as without iBOT; a masked one differs."""
+    student, _ = build_student_teacher(replace(TINY, drop_path_rate=0.0), in_chans=1, img_size=28, ibot=True)
+    with torch.no_grad():
+        student.mask_token.normal_()
+    x = torch.randn(2, 1, 28, 28)
+    mask = torch.zeros(2, 7, 7, dtype=torch.bool)
+    mask[1, :3, :3] = True
+    views = student([x], mask=mask, select=mask)
+    plain = student([x])
+    torch.testing.assert_close(views.out[0], plain[0])
+    assert not torch.allclose(views.out[1], plain[1])
+    assert views.patch_out.shape == (9, 50)
+
+
+def test_cnn_backbones_take_both_crop_sizes_and_refuse_vit_options():
+    cnn = ModelConfig(arch="resnet10t", out_dim=20, hidden_dim=16, bottleneck_dim=8, drop_path_rate=0.0)
+    student, _ = build_student_teacher(cnn, in_chans=1, img_size=28)
+    calls = []
+    student.backbone.register_forward_hook(lambda m, i, o: calls.append(o.shape))
+    assert student([torch.randn(4, 1, 28, 28), torch.randn(8, 1, 14, 14)]).shape == (12, 20)
+    assert calls == [torch.Size([4, 512]), torch.Size([8, 512])]  # pooled features, one pass per resolution
+    with pytest.raises(UserError, match="model.patch_size applies to ViTs only"):
+        build_student_teacher(replace(cnn, patch_size=7), in_chans=1, img_size=28)
+    with pytest.raises(UserError, match="ibot_weight > 0 needs a ViT"):
+        build_student_teacher(cnn, in_chans=1, img_size=28, ibot=True)

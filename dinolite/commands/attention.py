@@ -10,11 +10,15 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import Config
     from ..errors import UserError
+    from ..models import is_vit_backbone
     from ..viz.attention import cls_attention, mass_mask, prepare, read_image, render
     from ..weights import resolve
 
     spec = resolve(args.target, args.checkpoint_key)
     backbone = spec.build()
+    if not is_vit_backbone(backbone):
+        raise UserError(f"attention maps need a ViT backbone and {args.target} holds a {spec.arch} "
+                        f"({type(backbone).__name__}): pass a ViT run, checkpoint or export")
     in_chans = spec.kwargs.get("in_chans", 3)
     cfg = spec.config or Config()
     mean, std = list(cfg.augment.mean), list(cfg.augment.std)

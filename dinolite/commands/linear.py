@@ -26,7 +26,8 @@ def run(args: argparse.Namespace) -> int:
                         "(its features are extracted by all ranks)")
     s = setup(args)
     probe = ProbeFeatures(s.backbone, args.n_blocks, args.avgpool).to(s.device)
-    kind = f"probe-n{args.n_blocks}-avg{int(args.avgpool)}"
+    args.n_blocks = probe.n_blocks
+    kind = f"probe-n{args.n_blocks}-avg{int(args.avgpool)}" if probe.vit else "probe-pooled"
     test_x, test_y, _ = features(s, "test", probe, kind)
     meta = {"mode": args.mode, "n_blocks": args.n_blocks, "avgpool": args.avgpool, "source": str(s.spec.source),
             "checkpoint_key": s.key, "feature_dim": probe.dim, "epochs": args.epochs}
@@ -62,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(clf.state_dict(), out, {"dinolite_linear": json.dumps(meta)})
     out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
-    print(f"linear probe ({args.mode}, CLS of last {args.n_blocks} block(s){' + avg patch' if args.avgpool else ''}): "
+    print(f"linear probe ({args.mode}, {probe.description}): "
           f"top-1 {test['top1']:.2f} %, top-5 {test['top5']:.2f} %; classifier saved to {out}")
     return 0
 
@@ -73,7 +74,7 @@ def register(sub) -> None:
                                    "learning rates on cached features picked on a held-out part of train (--mode fast).")
     add_target_args(p)
     p.add_argument("--mode", choices=["protocol", "fast"], default="protocol")
-    p.add_argument("--n-blocks", type=int, default=4, help="CLS tokens of the last n blocks (DINO: 4 for ViT-S, 1 for ViT-B)")
+    p.add_argument("--n-blocks", type=int, default=None, help="default min(4, depth). ViT: CLS tokens of the last n blocks (DINO: 4 for ViT-S, 1 for ViT-B); CNNs use their pooled features")
     p.add_argument("--avgpool", action="store_true", help="append the average patch token (DINO: ViT-B)")
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=1024)

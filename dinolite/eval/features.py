@@ -65,14 +65,19 @@ def extract_features(backbone: nn.Module, source: ImageSource, transform: EvalTr
 
 
 class ProbeFeatures(nn.Module):
-    """The linear-probe input of DINO's protocol: the (normalised) CLS token of each of the last
-    ``n_blocks`` blocks, concatenated, optionally followed by the average of the last block's patch
-    tokens (DINO: n = 4 without pooling for ViT-S, n = 1 with pooling for ViT-B)."""
+    """The linear-probe input of DINO's protocol: for a ViT, the (normalised) CLS token of each of the
+    last ``n_blocks`` blocks, concatenated, optionally followed by the average of the last block's patch
+    tokens (DINO: n = 4 without pooling for ViT-S, n = 1 with pooling for ViT-B); for a CNN, its globally
+    pooled features (DINO's ResNet-50 protocol), ``n_blocks`` and ``avgpool`` not applying."""
 
-    def __init__(self, backbone: nn.Module, n_blocks: int = 4, avgpool: bool = False):
+    def __init__(self, backbone: nn.Module, n_blocks: int | None = None, avgpool: bool = False):
         super().__init__()
-        depth = len(backbone.blocks)
-        if not 1 <= n_blocks <= depth:
+        from ..models import is_vit_backbone
+
+        self.vit = is_vit_backbone(backbone)
+        depth = len(backbone.blocks) if self.vit else 0
+        n_blocks = min(4, depth) if n_blocks is None else n_blocks  # DINO's ViT-S choice, capped by the depth
+        if self.vit and not 1 <= n_blocks <= depth:
             from ..errors import UserError
 
             raise UserError(f"--n-blocks must be between 1 and the backbone's depth ({depth}), not {n_blocks}")
@@ -80,9 +85,19 @@ class ProbeFeatures(nn.Module):
 
     @property
     def dim(self) -> int:
+        if not self.vit:
+            return self.backbone.num_features
         return self.backbone.num_features * (self.n_blocks + int(self.avgpool))
 
+    @property
+    def description(self) -> str:
+        if not self.vit:
+            return "pooled features"
+        return f"CLS of last {self.n_blocks} block(s){' + avg patch' if self.avgpool else ''}"
+
     def forward(self, x: Tensor) -> Tensor:
+        if not self.vit:
+            return self.backbone(x)
         outs = self.backbone.forward_intermediates(x, indices=self.n_blocks, norm=True, output_fmt="NLC",
                                                    intermediates_only=True, return_prefix_tokens=True)
         feats = [prefix[:, 0] for _, prefix in outs]

@@ -1,4 +1,5 @@
-"""A timm ViT classifier with extra classifiers ("exits") on the CLS token of intermediate blocks.
+"""A timm ViT classifier with extra classifiers ("exits") on the CLS token of intermediate blocks
+(a timm CNN classifier works too, without exits).
 
 The intermediate tokens come from timm's ``forward_intermediates``; the final exit is the ViT's own
 head on its normalised, pooled output, so a model without intermediate exits is exactly the timm
@@ -21,6 +22,9 @@ def default_exit_blocks(depth: int) -> list[int]:
 
 def check_exit_blocks(blocks: list[int], depth: int) -> list[int]:
     """The sorted block numbers, or a UserError naming the first one outside 1..depth-1."""
+    if depth == 0:
+        raise UserError("layer-wise distillation puts exits on a ViT's blocks and --init is not a ViT: "
+                        "pick a ViT --init, or another method")
     if depth < 2:
         raise UserError(f"the backbone has {depth} block: layer-wise distillation needs at least 2; pick a deeper --init")
     for b in blocks:
@@ -59,7 +63,7 @@ class MultiExitViT(nn.Module):
     def __init__(self, vit: nn.Module, exit_blocks: list[int] | None = None, hint: bool = False, std: float = 0.02):
         super().__init__()
         self.vit = vit
-        self.exit_blocks = check_exit_blocks(list(exit_blocks or []), len(vit.blocks)) if exit_blocks else []
+        self.exit_blocks = check_exit_blocks(list(exit_blocks or []), len(getattr(vit, "blocks", []))) if exit_blocks else []
         if self.exit_blocks and not hasattr(vit, "forward_intermediates"):
             raise UserError(f"{type(vit).__name__} has no forward_intermediates: layer-wise distillation needs a timm ViT")
         dim, classes = vit.num_features, vit.num_classes
@@ -68,7 +72,8 @@ class MultiExitViT(nn.Module):
 
     @property
     def depth(self) -> int:
-        return len(self.vit.blocks)
+        """Transformer blocks (0 for a CNN: one final classifier, no exits, no layer-wise LR decay)."""
+        return len(self.vit.blocks) if hasattr(self.vit, "blocks") else 0
 
     @property
     def exit_depths(self) -> list[int]:

@@ -20,6 +20,7 @@ from torch import nn
 from .. import checkpoint as ckpt
 from ..errors import UserError
 from ..export import write_safetensors
+from ..models import is_vit
 from ..weights import load_into, read_weights_file, resolve
 from .config import FinetuneConfig
 from .exits import MultiExitViT
@@ -40,21 +41,25 @@ class InitSpec:
     source: str
     mean: list[float] | None = None
     std: list[float] | None = None
+    trained_size: int | None = None  # the pretraining crop size, when known (a CNN's kwargs do not say it)
 
     @property
     def depth(self) -> int:
-        return 1 + max(int(k.split(".")[1]) for k in self.state_dict if k.startswith("blocks."))
+        """Transformer blocks in the weights; 0 for a CNN."""
+        return 1 + max((int(k.split(".")[1]) for k in self.state_dict if k.startswith("blocks.")), default=-1)
 
     @property
     def img_size(self) -> int:
-        size = self.kwargs.get("img_size", 224)
+        """The image size the backbone was trained at: a ViT's ``img_size``, else the pretraining crop, else 224."""
+        size = self.kwargs.get("img_size", self.trained_size or 224)
         return int(size[0] if isinstance(size, (list, tuple)) else size)
 
 
 def _from_timm(name: str, cfg: FinetuneConfig, in_chans: int) -> InitSpec:
     if not timm.is_model(name.split(".")[0]):
-        raise UserError(f"--init timm:{name}: not a timm model; pick a ViT from timm.list_models('vit_*')")
-    kwargs = dict(num_classes=0, dynamic_img_size=True, in_chans=in_chans, **cfg.model.timm_kwargs)
+        raise UserError(f"--init timm:{name}: not a timm model; pick one of timm.list_models() (a ViT or a CNN)")
+    vit_args = {"dynamic_img_size": True} if is_vit(name) else {}  # CNNs take any size as they are
+    kwargs = dict(num_classes=0, in_chans=in_chans, **vit_args, **cfg.model.timm_kwargs)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed)
@@ -64,12 +69,12 @@ def _from_timm(name: str, cfg: FinetuneConfig, in_chans: int) -> InitSpec:
     except (RuntimeError, OSError) as err:  # no network or no cached file for the pretrained weights
         raise UserError(f"cannot fetch timm's pretrained weights for {name} ({str(err).splitlines()[0][:120]}): "
                         f"put them in the Hugging Face cache, or pass model.timm_pretrained=false") from None
-    if not hasattr(model, "blocks"):
-        raise UserError(f"timm:{name} is not a Vision Transformer (no blocks): pick one of timm.list_models('vit_*')")
-    kwargs["img_size"] = model.patch_embed.img_size[0]
     pc = getattr(model, "pretrained_cfg", {}) or {}
+    if hasattr(model, "patch_embed"):
+        kwargs["img_size"] = model.patch_embed.img_size[0]
     mean, std = list(pc.get("mean", IMAGENET[0])), list(pc.get("std", IMAGENET[1]))
-    return InitSpec(name, kwargs, model.state_dict(), f"timm:{name}", mean, std)
+    size = pc.get("input_size", (in_chans, 224, 224))[-1]
+    return InitSpec(name, kwargs, model.state_dict(), f"timm:{name}", mean, std, int(size))
 
 
 def resolve_init(cfg: FinetuneConfig, in_chans: int) -> InitSpec:
@@ -81,7 +86,8 @@ def resolve_init(cfg: FinetuneConfig, in_chans: int) -> InitSpec:
         kwargs = {k: v for k, v in b.kwargs.items() if k != "drop_path_rate"}
         mean = list(b.config.augment.mean) if b.config is not None else None
         std = list(b.config.augment.std) if b.config is not None else None
-        spec = InitSpec(b.arch, kwargs, b.state_dict, str(b.source), mean, std)
+        size = b.config.augment.global_crops_size if b.config is not None else None
+        spec = InitSpec(b.arch, kwargs, b.state_dict, str(b.source), mean, std, size)
     have = spec.kwargs.get("in_chans", 3)
     if have != in_chans:
         raise UserError(f"--init {cfg.init} takes {have}-channel images but the data has {in_chans} channel(s): "
@@ -114,8 +120,9 @@ def build_model(init: InitSpec, num_classes: int, exit_blocks: list[int], hint: 
         vit = timm.create_model(init.arch, pretrained=False, **kwargs)
         load_into(vit, init.state_dict, Path(init.source))
         vit.reset_classifier(num_classes)
-        nn.init.trunc_normal_(vit.head.weight, std=head_std)
-        nn.init.zeros_(vit.head.bias)
+        classifier = vit.get_classifier()  # a ViT's head, a ResNet's fc, ...
+        nn.init.trunc_normal_(classifier.weight, std=head_std)
+        nn.init.zeros_(classifier.bias)
         return MultiExitViT(vit, exit_blocks, hint, head_std)
 
 

@@ -16,7 +16,8 @@ from .metrics import accuracy, early_exit_figures, ensemble_probs
 
 
 def single_rows(logits: list[Tensor], labels: Tensor, depth: int, note: str = "") -> list[dict]:
-    return [{"model": f"final classifier (block {depth}/{depth})", "top1": accuracy(logits[-1], labels), "note": note}]
+    where = f"block {depth}/{depth}" if depth else "pooled features"
+    return [{"model": f"final classifier ({where})", "top1": accuracy(logits[-1], labels), "note": note}]
 
 
 def born_again_rows(generations: list[list[Tensor]], labels: Tensor, teacher_note: str = "") -> list[dict]:

@@ -1,0 +1,94 @@
+"""Each dinov2-era option and a CNN backbone through the CLI: pretrain, k-NN, export, plain timm load."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import timm
+import torch
+from PIL import Image
+
+from dinolite import checkpoint as ckpt
+from dinolite.cli import main
+from dinolite.weights import resolve
+from tests.helpers import tiny_overrides
+
+CNN = {"model.arch": "resnet10t", "model.patch_size": "null", "model.embed_dim": "null", "model.depth": "null",
+       "model.num_heads": "null"}
+VARIANTS = {
+    "ibot": {"loss.ibot_weight": 1.0, "loss.ibot_mask_probability": 0.7},
+    "ibot-separate-head-sinkhorn": {"loss.ibot_weight": 1.0, "loss.ibot_separate_head": True,
+                                    "loss.centering": "sinkhorn_knopp", "loss.koleo_weight": 0.1},
+    "registers": {"model.reg_tokens": 2},
+    "resnet": CNN,
+}
+
+
+@pytest.fixture(scope="module", params=list(VARIANTS))
+def option_run(request, tmp_path_factory):
+    run = tmp_path_factory.mktemp(request.param) / "run"
+    assert main(["pretrain", "--no-progress", *tiny_overrides(run, **VARIANTS[request.param])]) == 0
+    return request.param, run
+
+
+def test_option_pretrains_and_scores(option_run, capsys):
+    name, run = option_run
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 8 and all(map(torch.isfinite, torch.tensor(losses)))
+    assert 0 <= [r for r in rows if "knn_top1" in r][-1]["knn_top1"] <= 100
+    state = ckpt.latest_valid(run)[1]
+    if name.startswith("ibot"):
+        assert "ibot_loss" in state and state["ibot_loss"]["center"].abs().sum() > 0  # the patch center moved
+        assert "mask_token" in state["student"] and state["student"]["mask_token"].abs().sum() > 0  # and learned
+        assert ("patch_head.last_layer.parametrizations.weight.original1" in state["student"]) == ("separate" in name)
+    assert main(["knn", str(run)]) == 0
+    assert re.search(r"\d+\.\d+", capsys.readouterr().out)
+
+
+def test_option_exports_to_plain_timm(option_run, tmp_path):
+    name, run = option_run
+    out = tmp_path / "export"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    info = json.loads((out / "config.json").read_text())
+    model = timm.create_model(info["timm_model"], pretrained=True,
+                              pretrained_cfg_overlay=dict(file=str(out / "model.safetensors")), **info["timm_kwargs"]).eval()
+    assert ("reg_tokens" in info["timm_kwargs"]) == (name == "registers")
+    assert (type(model).__name__ == "ResNet") == (name == "resnet")
+    x = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), resolve(run).build()(x))
+    if name == "registers":
+        assert model.num_prefix_tokens == 3
+
+
+def test_attention_maps_skip_registers_and_need_a_vit(option_run, tmp_path, capsys):
+    name, run = option_run
+    if name not in ("registers", "resnet"):
+        return
+    image = tmp_path / "x.png"
+    Image.fromarray((torch.rand(28, 28) * 255).byte().numpy()).save(image)
+    code = main(["attention", str(run), str(image), "--out", str(tmp_path / "a.png")])
+    out = capsys.readouterr()
+    if name == "registers":  # 2 heads over the 4 x 4 patches: the CLS and the 2 registers are not in the map
+        assert code == 0 and "2 heads (4x4 patches)" in out.out
+    else:
+        assert code == 2 and (tmp_path / "a.png").exists() is False
+        assert len(out.err.strip().splitlines()) == 1 and "need a ViT" in out.err
+
+
+def test_cnn_linear_probe_and_finetuning(option_run, tmp_path, capsys):
+    name, run = option_run
+    if name != "resnet":
+        return
+    assert main(["linear", str(run), "--mode", "fast", "--epochs", "2"]) == 0
+    assert "pooled features" in capsys.readouterr().out
+    from tests.finetune.helpers import ft_overrides
+
+    ft = tmp_path / "ft"
+    assert main(["finetune", *ft_overrides(ft, run, "supervised", **{"data.subset": 256, "data.test_subset": 128})]) == 0
+    assert json.loads((ft / "results.json").read_text())
+    assert main(["finetune", *ft_overrides(tmp_path / "lw", run, "layerwise")]) == 2
+    assert "not a ViT" in capsys.readouterr().err
