@@ -101,6 +101,7 @@ class LossConfig:
 
 @dataclass
 class OptimConfig:
+    optimizer: str = "adamw"  # "adamw" (DINO's ViTs) or "sgd" (momentum 0.9; DINO's ResNet-50 command)
     epochs: int = 100
     total_steps: Optional[int] = None  # the run's length in steps, instead of epochs (a time budget sets it)
     batch_size: int = 1024  # the global batch, split equally over the processes; the LR rule scales with it
@@ -234,6 +235,7 @@ def validate(cfg: Config) -> None:
         (len(a.mean) == len(a.std) and len(a.mean) in (1, 3), "augment.mean/std must both have 1 or 3 values"),
         (all(s > 0 for s in a.std), "augment.std values must be > 0"),
         (o.batch_size >= 1 and o.epochs >= 1, "optim.batch_size and optim.epochs must be >= 1"),
+        (o.optimizer in ("adamw", "sgd"), "optim.optimizer must be adamw or sgd"),
         (cfg.loss.centering in ("center", "sinkhorn_knopp"), "loss.centering must be 'center' or 'sinkhorn_knopp'"),
         (cfg.loss.sinkhorn_iterations >= 1, "loss.sinkhorn_iterations must be >= 1"),
         (cfg.loss.koleo_weight >= 0, "loss.koleo_weight must be >= 0 (0 = off)"),

@@ -1,4 +1,4 @@
-"""AdamW with DINO's parameter groups, per-step schedule application, clipping, last-layer freeze."""
+"""AdamW (or SGD) with DINO's parameter groups, per-step schedule application, clipping, last-layer freeze."""
 
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ def adamw(groups: list[dict], device: torch.device) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=0.0, weight_decay=0.0, fused=fused, foreach=not fused)
 
 
-def build_optimizer(model: nn.Module, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with DINO's two parameter groups."""
+def build_optimizer(model: nn.Module, device: torch.device, kind: str = "adamw") -> torch.optim.Optimizer:
+    """AdamW (DINO's ViT recipes) or SGD with momentum 0.9 (DINO's ResNet-50 command), DINO's two parameter groups."""
+    if kind == "sgd":
+        return torch.optim.SGD(param_groups(model), lr=0.0, momentum=0.9, weight_decay=0.0, foreach=True)
     return adamw(param_groups(model), device)
 
 

@@ -156,6 +156,11 @@ class Pretrainer:
         ibot = cfg.loss.ibot_weight > 0
         student, self.teacher = build_student_teacher(cfg.model, self.source.channels, cfg.augment.global_crops_size,
                                                       ibot, cfg.loss.ibot_separate_head)
+        if self.dist.world > 1 and self.device.type == "cuda":
+            # CNN batch norms: statistics over the global batch, as DINO does for its ResNet-50 (torch's
+            # SyncBatchNorm runs on GPUs only; CPU processes keep per-process statistics).
+            student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
+            self.teacher = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.teacher)
         self.student_module = student.to(self.device)
         self.teacher.to(self.device)
         if cfg.train.compile:  # in place, so state_dict keys (checkpoints, exports) stay unchanged
@@ -170,7 +175,7 @@ class Pretrainer:
                                 cfg.loss.centering, cfg.loss.sinkhorn_iterations).to(self.device)
         self.ibot_loss = IBOTPatchLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum,
                                        cfg.loss.centering, cfg.loss.sinkhorn_iterations).to(self.device) if ibot else None
-        self.optimizer = build_optimizer(self.student_module, self.device)
+        self.optimizer = build_optimizer(self.student_module, self.device, cfg.optim.optimizer)
         self.generator = torch.Generator(self.device)  # reseeded every step, see step_seed
         self.step = 0
         self.after_step: Callable[[], None] | None = None  # e.g. the SLURM launcher's preemption check

@@ -15,6 +15,10 @@ def test_recipes_load_with_their_values():
     assert (v.model.arch, v.model.out_dim, v.augment.local_crops_number) == ("vit_small_patch16_224", 65536, 8)
     assert (v.optim.lr, v.optim.warmup_epochs, v.optim.momentum_teacher) == (0.0005, 10, 0.996)
     assert v.augment.blur_p == [1.0, 0.1, 0.5] and v.loss.center_momentum == 0.9
+    r = load_config("resnet50_imagenet")  # facebookresearch/dino README's ResNet-50 command
+    assert (r.model.arch, r.optim.optimizer, r.optim.lr, r.optim.batch_size) == ("resnet50", "sgd", 0.03, 512)
+    assert (r.optim.weight_decay, r.optim.weight_decay_end) == (1e-4, 1e-4)
+    assert r.augment.global_crops_scale == [0.14, 1.0] and r.augment.local_crops_scale == [0.05, 0.14]
 
 
 def test_overrides_are_typed():

@@ -55,3 +55,18 @@ def test_last_layer_frozen_during_first_epochs_then_trained(tmp_path):
     trainer.step = freeze  # the first step after the freeze
     trainer.train_step(*_batch(trainer), sched, freeze_steps=freeze)
     assert not all(torch.equal(a, b) for a, b in zip(before, last.parameters()))
+
+
+def test_sgd_step_is_momentum_sgd_with_the_scheduled_lr_and_decay(tmp_path):
+    """optim.optimizer=sgd (DINO's ResNet-50 command): p <- p - lr * buf, buf = 0.9 buf + grad + wd p (decayed group)."""
+    cfg = tiny_config(tmp_path, **{"optim.optimizer": "sgd", "model.drop_path_rate": 0.0, "optim.clip_grad": 0})
+    trainer = Pretrainer(cfg, progress=False)
+    assert isinstance(trainer.optimizer, torch.optim.SGD)
+    assert all(g["momentum"] == 0.9 for g in trainer.optimizer.param_groups)
+    qkv = trainer.student_module.backbone.blocks[0].attn.qkv.weight
+    before = qkv.detach().clone()
+    grads = {}
+    qkv.register_hook(lambda g: grads.setdefault("g", g.clone()))
+    trainer.train_step(*_batch(trainer), Schedule(lr=0.5, wd=0.1, momentum=0.99, teacher_temp=0.04), freeze_steps=0)
+    # first step: the momentum buffer is the gradient plus the decay term
+    torch.testing.assert_close(qkv.detach(), before - 0.5 * (grads["g"] + 0.1 * before), rtol=1e-4, atol=1e-6)
