@@ -312,7 +312,7 @@ def count_syncs(fn) -> int | None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--arch", default="vit_small_patch16_224", help="timm ViT name")
+    ap.add_argument("--arch", default="vit_small_patch16_224", help="timm model name (a ViT or a CNN)")
     ap.add_argument("--batch", type=int, default=64, help="images per step")
     ap.add_argument("--global-crops", type=int, default=2, choices=[2], help="DINO uses exactly 2 global views")
     ap.add_argument("--local-crops", type=int, default=8)
@@ -344,6 +344,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--profile", action="store_true",
                     help="also profile a few end-to-end steps with torch.profiler (table next to the JSON)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads of the main process (0 = default)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for the trainer, e.g. loss.ibot_weight=1 loss.centering=sinkhorn_knopp")
     ap.add_argument("--json", default=None,
                     help="output; default benchmarks/results/pretrain_throughput-<device>.json")
     args = ap.parse_args(argv)
@@ -370,7 +372,7 @@ def build_trainer(args, shard_dir: Path, run_dir: Path) -> Pretrainer:
         "train.output_dir": str(run_dir), "train.device": args.device, "train.threads": args.threads,
         "eval.knn_at_end": False,
     }
-    cfg = load_config("vit_small_imagenet", [f"{k}={v}" for k, v in overrides.items()])
+    cfg = load_config("vit_small_imagenet", [f"{k}={v}" for k, v in overrides.items()] + list(args.set))
     return Pretrainer(cfg, progress=False)
 
 
@@ -404,7 +406,7 @@ class Bench:
                        "global_size": args.global_size, "local_size": args.local_size, "out_dim": args.out_dim,
                        "steps": args.steps, "warmup": args.warmup, "warmup_loader_fed": self.warm_loader,
                        "sync_every": args.sync_every, "workers": args.workers, "compile": args.compile,
-                       "compile_augment": args.compile_augment, "side_stream": not args.no_side_stream,
+                       "compile_augment": args.compile_augment, "overrides": list(args.set), "side_stream": not args.no_side_stream,
                        "decode_size": args.decode_size, "autocast_bf16": cuda,
                        "peak_tflops": self.peak, "peak_source": peak_source},
             "matmul_tflops_measured": round(measured, 3), "data": data, "parts": {},

@@ -54,3 +54,17 @@ def test_baseline_views_follow_the_dino_recipe():
     globals_, locals_ = bench.collate_views([views, views])
     assert globals_.shape == (4, 3, 24, 24) and locals_.shape == (6, 3, 12, 12)
     assert torch.equal(globals_[1], views[0]) and torch.equal(globals_[2], views[1])  # view-major
+
+
+def test_options_are_measured_through_set(tmp_path):
+    """--set passes config overrides (the options' cost table in docs/learning.md): iBOT adds the patch head's FLOPs."""
+    bench = load_benchmark()
+    common = ["--arch", "vit_tiny_patch16_224", "--global-size", "32", "--local-size", "16", "--local-crops", "2",
+              "--batch", "4", "--steps", "1", "--warmup", "1", "--images", "12", "--sides", "40", "64",
+              "--decode-size", "64", "--out-dim", "256", "--workers", "0", "--device", "cpu", "--threads", "1",
+              "--parts", "c"]
+    off = bench.main(common + ["--json", str(tmp_path / "off.json")])
+    on = bench.main(common + ["--set", "loss.ibot_weight=1", "loss.ibot_mask_probability=1",
+                              "loss.centering=sinkhorn_knopp", "--json", str(tmp_path / "on.json")])
+    assert on["config"]["overrides"] == ["loss.ibot_weight=1", "loss.ibot_mask_probability=1", "loss.centering=sinkhorn_knopp"]
+    assert on["parts"]["c_model_step"]["flops_per_step"] > off["parts"]["c_model_step"]["flops_per_step"]
