@@ -265,10 +265,14 @@ class Pretrainer:
         teacher_out, lc = teacher.out, self.cfg.loss
         center_used = self.loss_fn.center.clone()  # the loss updates the center; the stats need this one
         loss = self.loss_fn(student.out, teacher_out, sched.teacher_temp)
+        parts = []  # the extra terms, unweighted, for the metrics (loss_koleo, loss_ibot)
         if lc.koleo_weight:  # on each global crop's CLS features, within this rank's batch (as dinov2)
-            loss = loss + lc.koleo_weight * sum(koleo_loss(f) for f in student.feats[:len(crops.globals_)].chunk(2))
+            parts.append(sum(koleo_loss(f) for f in student.feats[:len(crops.globals_)].chunk(2)))
+            loss = loss + lc.koleo_weight * parts[-1]
         if self.ibot_loss is not None:
-            loss = loss + lc.ibot_weight * self.ibot_loss(student.patch_out, teacher.patch_out, mask, sched.teacher_temp)
+            parts.append(self.ibot_loss(student.patch_out, teacher.patch_out, mask, sched.teacher_temp))
+            loss = loss + lc.ibot_weight * parts[-1]
+        self.loss_parts = torch.stack(parts).detach() if parts else None
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.optim.clip_grad > 0:
@@ -302,6 +306,8 @@ class Pretrainer:
         online_every = cfg.eval.online_every if self.online is not None else 0
         self.finite = finite = torch.ones((), dtype=torch.bool, device=self.device)  # this rank's losses so far
         loss_sum = torch.zeros((), device=self.device)
+        part_names = [n for n, on in (("loss_koleo", cfg.loss.koleo_weight > 0), ("loss_ibot", self.ibot_loss is not None)) if on]
+        parts_sum = torch.zeros(len(part_names), device=self.device)
         last_log, last_log_step, last_ckpt = time.time(), self.step, time.time()
         postfix: dict[str, str] = {}
         while self.step < stop:
@@ -311,6 +317,8 @@ class Pretrainer:
                 loss, teacher_out, center = self.train_step(images, hw, sched, plan.freeze_last_layer)
                 finite &= torch.isfinite(loss)
                 loss_sum += loss
+                if part_names:
+                    parts_sum += self.loss_parts
                 self.step += 1
                 bar.update(1)
                 end_of_epoch = self.step % spe == 0
@@ -323,13 +331,15 @@ class Pretrainer:
                     entropy, kl = teacher_stats(teacher_out, center, sched.teacher_temp, cfg.loss.centering,
                                                 cfg.loss.sinkhorn_iterations)
                     flags = torch.stack([(~finite).float(), torch.tensor(float(due), device=self.device)])
-                    logged = all_reduce_mean(torch.cat([torch.stack([loss_sum / n, entropy, kl]), flags])).tolist()
+                    logged = all_reduce_mean(torch.cat([torch.stack([loss_sum / n, entropy, kl]), flags,
+                                                        parts_sum / n])).tolist()
                     self._check_finite(logged[3] == 0)
                     record = {"step": self.step, "epoch": self.step / spe, "loss": logged[0],
                               "lr": sched.lr, "wd": sched.wd, "momentum": sched.momentum,
                               "teacher_temp": sched.teacher_temp, "teacher_entropy": logged[1],
                               "kl_uniform": logged[2], "skipped_samples": self.loader.skipped_samples(),
-                              "images_per_s": n * self.global_batch / max(now - last_log, 1e-9)}
+                              "images_per_s": n * self.global_batch / max(now - last_log, 1e-9),
+                              **dict(zip(part_names, logged[5:]))}
                     warnings = [monitor.update(self.step, record["teacher_entropy"], record["kl_uniform"])]
                     if online_every and (self.step % online_every == 0 or self.step == stop):
                         # Every rank scores the same subset with the same teacher: no collective needed.
@@ -344,6 +354,7 @@ class Pretrainer:
                     self.metrics.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", H=f"{record['teacher_entropy']:.2f}", **postfix)
                     loss_sum.zero_()
+                    parts_sum.zero_()
                     last_log_step = self.step
                     if end_of_epoch or self.step == stop or logged[4] > 0:  # never after a NaN (checked above)
                         self.save()

@@ -44,6 +44,7 @@ def test_option_pretrains_and_scores(option_run, capsys):
         assert "ibot_loss" in state and state["ibot_loss"]["center"].abs().sum() > 0  # the patch center moved
         assert "mask_token" in state["student"] and state["student"]["mask_token"].abs().sum() > 0  # and learned
         assert ("patch_head.last_layer.parametrizations.weight.original1" in state["student"]) == ("separate" in name)
+        assert all("loss_ibot" in r and "loss_koleo" in r for r in rows if "loss" in r)  # each term is logged
     assert main(["knn", str(run)]) == 0
     assert re.search(r"\d+\.\d+", capsys.readouterr().out)
 
