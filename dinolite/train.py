@@ -210,11 +210,15 @@ class Pretrainer:
         path, state = ckpt.latest_valid(self.run_dir)
         if state is None:
             return
+        if ("ibot_loss" in state) != (self.ibot_loss is not None):  # the model has a mask token or not
+            was = "on (loss.ibot_weight > 0)" if "ibot_loss" in state else "off (loss.ibot_weight=0)"
+            raise UserError(f"{path} was trained with iBOT {was}: resume with the same setting, "
+                            f"or start a new train.output_dir")
         self.student_module.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.loss_fn.load_state_dict(state["loss"])
-        if self.ibot_loss is not None and "ibot_loss" in state:
+        if self.ibot_loss is not None:
             self.ibot_loss.load_state_dict(state["ibot_loss"])
         self.step = int(state["step"])
         self.last_good = path

@@ -93,3 +93,12 @@ def test_cnn_linear_probe_and_finetuning(option_run, tmp_path, capsys):
     assert json.loads((ft / "results.json").read_text())
     assert main(["finetune", *ft_overrides(tmp_path / "lw", run, "layerwise")]) == 2
     assert "not a ViT" in capsys.readouterr().err
+
+
+def test_resume_with_ibot_switched_is_one_line(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["pretrain", "--no-progress", *tiny_overrides(run, **{"train.stop_after_steps": 2})]) == 0
+    capsys.readouterr()
+    assert main(["pretrain", "--no-progress", *tiny_overrides(run, **{"loss.ibot_weight": 1.0})]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained with iBOT off" in err[0]
