@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional
 
-from omegaconf import OmegaConf
+import yaml
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError
@@ -33,6 +34,9 @@ class DataConfig:
     test_subset: int = 0  # likewise for the evaluation split
     eval_shards: str = ""  # shards: the evaluation split's shards (same forms as root)
     shuffle_buffer: int = 1000  # shards: encoded samples each worker shuffles among
+    # Undecodable images are skipped, counted and listed (bad_samples.txt in the run directory); a run stops
+    # when more than this fraction of the images read so far is bad (the data are broken, not a few files).
+    max_bad_fraction: float = 0.1
 
 
 @dataclass
@@ -167,6 +171,13 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """The one-line gist of a YAML error: what went wrong and where."""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    mark = getattr(err, "problem_mark", None)
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
+
+
 def _one_line(err: OmegaConfBaseException) -> str:
     msg = str(getattr(err, "msg", None) or err).strip().splitlines()[0]
     key = getattr(err, "full_key", None)
@@ -192,16 +203,30 @@ def merge_recipe(schema: type, path: Path, overrides: list[str] | None, keys_hin
     Every failure is a one-line UserError; ``keys_hint`` says where the keys are documented.
     """
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(schema), OmegaConf.load(path))
+        loaded = OmegaConf.load(path)
+    except yaml.YAMLError as err:
+        raise UserError(f"{path} is not valid YAML ({_yaml_problem(err)}): fix the recipe file") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"cannot read {path} ({err}): pass a readable YAML recipe") from None
+    if not isinstance(loaded, DictConfig):
+        raise UserError(f"{path} holds a YAML {type(loaded).__name__.replace('Config', '').lower()}, not a mapping of "
+                        f"sections (data:, model:, ...): fix the recipe file")
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(schema), loaded)
     except OmegaConfBaseException as err:
         raise UserError(f"{path}: {_one_line(err)}; fix the recipe file (is it a {schema.__name__} recipe?)") from None
     bad = [o for o in overrides or [] if "=" not in o or o.startswith("=")]
     if bad:
         raise UserError(f"override {bad[0]!r} is not key=value: write e.g. optim.epochs=10")
-    try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides or [])))
-    except OmegaConfBaseException as err:
-        raise UserError(f"bad override: {_one_line(err)}; see {keys_hint} for the keys and types") from None
+    for override in overrides or []:
+        try:
+            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
+        except yaml.YAMLError as err:
+            raise UserError(f"override {override!r} is not a valid value ({_yaml_problem(err)}): "
+                            f"quote it or close its brackets, e.g. key=[1,2]") from None
+        except (OmegaConfBaseException, ValueError, TypeError) as err:
+            text = _one_line(err) if isinstance(err, OmegaConfBaseException) else str(err).splitlines()[0]
+            raise UserError(f"bad override {override!r}: {text}; see {keys_hint} for the keys and types") from None
     if cfg.recipe == "custom":
         cfg.recipe = path.stem
     return cfg
@@ -215,45 +240,77 @@ def load_config(config: str | None = None, overrides: list[str] | None = None) -
 
 
 def validate(cfg: Config) -> None:
-    """Checks that types alone cannot express; each failure names the key and the fix."""
-    a, d, m, o = cfg.augment, cfg.data, cfg.model, cfg.optim
+    """Every key's range, and what types alone cannot express; each failure names the key and the fix.
+
+    Run before anything is built or written, so a bad value never costs a run directory or a training.
+    """
+    from .checks import at_least, data_checks, finite, patch_size_of, positive, probability, train_checks
+
+    a, d, m, o, lc, e, t = cfg.augment, cfg.data, cfg.model, cfg.optim, cfg.loss, cfg.eval, cfg.train
+    patch = patch_size_of(m.arch, m.patch_size)
     checks = [
-        (d.source in ("folder", "fashion_mnist", "shards"), "data.source must be 'folder', 'fashion_mnist' or 'shards'"),
-        (d.source != "shards" or not (d.subset or d.test_subset),
-         "data.subset/test_subset do not apply to shards: write fewer samples with 'dinolite shards --subset N'"),
-        (d.source != "shards" or bool(d.eval_shards) or not cfg.eval.knn_at_end,
+        *data_checks(d),
+        (d.source != "shards" or bool(d.eval_shards) or not e.knn_at_end,
          "data.source=shards needs data.eval_shards (the test split's shards) for the k-NN, or eval.knn_at_end=false"),
-        (d.shuffle_buffer >= 1, "data.shuffle_buffer must be >= 1"),
         (len(a.global_crops_scale) == 2 and 0 < a.global_crops_scale[0] <= a.global_crops_scale[1] <= 1,
          "augment.global_crops_scale must be [low, high] with 0 < low <= high <= 1"),
         (len(a.local_crops_scale) == 2 and 0 < a.local_crops_scale[0] <= a.local_crops_scale[1] <= 1,
          "augment.local_crops_scale must be [low, high] with 0 < low <= high <= 1"),
-        (a.local_crops_number >= 0, "augment.local_crops_number must be >= 0"),
-        (a.global_crops_size > 0 and a.local_crops_size > 0, "augment crop sizes must be > 0"),
+        at_least("augment.local_crops_number", a.local_crops_number, 0),
+        at_least("augment.global_crops_size", a.global_crops_size, 1),
+        at_least("augment.local_crops_size", a.local_crops_size, 1),
+        (patch is None or patch < 1 or (a.global_crops_size >= patch and (a.local_crops_number == 0 or a.local_crops_size >= patch)),
+         f"augment.global_crops_size ({a.global_crops_size}) and augment.local_crops_size ({a.local_crops_size}) must be "
+         f"at least the patch size ({patch}): raise the crop sizes or lower model.patch_size"),
+        *[probability(f"augment.{k}", getattr(a, k)) for k in ("flip_p", "jitter_p", "grayscale_p", "solarize_p")],
         (len(a.blur_p) == 3, "augment.blur_p must list 3 probabilities: global 1, global 2, local"),
-        (len(a.blur_sigma) == 2 and 0 < a.blur_sigma[0] <= a.blur_sigma[1], "augment.blur_sigma must be [low, high] > 0"),
+        *[probability("augment.blur_p", p) for p in a.blur_p],
+        *[at_least(f"augment.{k}", getattr(a, k), 0) for k in ("brightness", "contrast", "saturation")],
+        (finite(a.hue) and 0 <= a.hue <= 0.5, f"augment.hue must be in [0, 0.5], not {a.hue}"),
+        (len(a.blur_sigma) == 2 and finite(*a.blur_sigma) and 0 < a.blur_sigma[0] <= a.blur_sigma[1],
+         "augment.blur_sigma must be [low, high] > 0"),
         (len(a.mean) == len(a.std) and len(a.mean) in (1, 3), "augment.mean/std must both have 1 or 3 values"),
-        (all(s > 0 for s in a.std), "augment.std values must be > 0"),
-        (o.batch_size >= 1 and o.epochs >= 1, "optim.batch_size and optim.epochs must be >= 1"),
-        (o.optimizer in ("adamw", "sgd"), "optim.optimizer must be adamw or sgd"),
-        (cfg.loss.centering in ("center", "sinkhorn_knopp"), "loss.centering must be 'center' or 'sinkhorn_knopp'"),
-        (cfg.loss.sinkhorn_iterations >= 1, "loss.sinkhorn_iterations must be >= 1"),
-        (cfg.loss.koleo_weight >= 0, "loss.koleo_weight must be >= 0 (0 = off)"),
-        (cfg.loss.ibot_weight >= 0, "loss.ibot_weight must be >= 0 (0 = off)"),
-        (len(cfg.loss.ibot_mask_ratio) == 2 and 0 <= cfg.loss.ibot_mask_ratio[0] <= cfg.loss.ibot_mask_ratio[1] <= 1,
-         "loss.ibot_mask_ratio must be [low, high] with 0 <= low <= high <= 1"),
-        (0 <= cfg.loss.ibot_mask_probability <= 1, "loss.ibot_mask_probability must be in [0, 1]"),
+        (all(finite(s) and s > 0 for s in a.std) and finite(*a.mean), "augment.std values must be > 0 (and mean finite)"),
+        *[at_least(f"model.{k}", getattr(m, k), 1) for k in ("patch_size", "embed_dim", "depth", "num_heads")
+          if getattr(m, k) is not None],
+        (m.embed_dim is None or m.num_heads is None or m.num_heads < 1 or m.embed_dim % m.num_heads == 0,
+         f"model.embed_dim ({m.embed_dim}) must be a multiple of model.num_heads ({m.num_heads})"),
         (m.reg_tokens is None or m.reg_tokens >= 0, "model.reg_tokens must be >= 0"),
+        (finite(m.drop_path_rate) and 0 <= m.drop_path_rate < 1, f"model.drop_path_rate must be in [0, 1), not {m.drop_path_rate}"),
         (m.out_dim >= 2 and m.head_layers >= 1, "model.out_dim must be >= 2 and model.head_layers >= 1"),
-        (cfg.train.log_every >= 1, "train.log_every must be >= 1"),
-        (cfg.eval.online_every >= 0 and cfg.eval.online_every % cfg.train.log_every == 0,
-         "eval.online_every must be 0 (off) or a multiple of train.log_every"),
-        (cfg.eval.online_bank >= 1 and cfg.eval.online_queries >= 1, "eval.online_bank and eval.online_queries must be >= 1"),
-        (cfg.train.budget_minutes >= 0, "train.budget_minutes must be >= 0 (0 = no budget)"),
+        at_least("model.hidden_dim", m.hidden_dim, 1),
+        at_least("model.bottleneck_dim", m.bottleneck_dim, 1),
+        *[positive(f"loss.{k}", getattr(lc, k)) for k in ("student_temp", "teacher_temp", "warmup_teacher_temp")],
+        probability("loss.center_momentum", lc.center_momentum),
+        (lc.centering in ("center", "sinkhorn_knopp"), "loss.centering must be 'center' or 'sinkhorn_knopp'"),
+        at_least("loss.sinkhorn_iterations", lc.sinkhorn_iterations, 1),
+        at_least("loss.koleo_weight", lc.koleo_weight, 0, " (0 = off)"),
+        at_least("loss.ibot_weight", lc.ibot_weight, 0, " (0 = off)"),
+        (len(lc.ibot_mask_ratio) == 2 and finite(*lc.ibot_mask_ratio) and 0 <= lc.ibot_mask_ratio[0] <= lc.ibot_mask_ratio[1] <= 1,
+         "loss.ibot_mask_ratio must be [low, high] with 0 <= low <= high <= 1"),
+        probability("loss.ibot_mask_probability", lc.ibot_mask_probability),
+        (o.optimizer in ("adamw", "sgd"), "optim.optimizer must be adamw or sgd"),
+        at_least("optim.epochs", o.epochs, 1),
+        at_least("optim.batch_size", o.batch_size, 1),
         (o.total_steps is None or o.total_steps >= 1, "optim.total_steps must be >= 1 (or unset to use optim.epochs)"),
+        positive("optim.lr", o.lr),
+        at_least("optim.min_lr", o.min_lr, 0),
+        at_least("optim.weight_decay", o.weight_decay, 0),
+        at_least("optim.weight_decay_end", o.weight_decay_end, 0),
+        at_least("optim.clip_grad", o.clip_grad, 0, " (0 = no clipping)"),
+        probability("optim.momentum_teacher", o.momentum_teacher),
         *_span_checks(cfg),
-        (cfg.train.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1"),
-        (cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
+        *train_checks(t),
+        at_least("train.budget_minutes", t.budget_minutes, 0, " (0 = no budget)"),
+        at_least("train.collapse_patience", t.collapse_patience, 1),
+        at_least("eval.knn_k", e.knn_k, 1),
+        positive("eval.knn_temperature", e.knn_temperature),
+        at_least("eval.image_size", e.image_size, 1),
+        (finite(e.crop_ratio) and 0 < e.crop_ratio <= 1, f"eval.crop_ratio must be in (0, 1], not {e.crop_ratio}"),
+        at_least("eval.batch_size", e.batch_size, 1),
+        (e.online_every >= 0 and e.online_every % t.log_every == 0 if t.log_every >= 1 else True,
+         "eval.online_every must be 0 (off) or a multiple of train.log_every"),
+        (e.online_bank >= 1 and e.online_queries >= 1, "eval.online_bank and eval.online_queries must be >= 1"),
     ]
     for ok, msg in checks:
         if not ok:

@@ -84,3 +84,56 @@ def test_cli_run_dir_of_another_recipe(capsys, tmp_path):
 def test_a_span_in_both_steps_and_fraction_is_refused():
     with pytest.raises(UserError, match="warmup_steps and optim.warmup_fraction are both set: keep one"):
         load_config(None, ["optim.warmup_steps=10", "optim.warmup_fraction=0.1"])
+
+
+BAD_VALUES = [  # (override, words the one-line message must hold): the cases found by hand, and their kin
+    ("optim.epochs=[1,2", "is not a valid value"),
+    ("data.num_workers=-1", "data.num_workers must be >= 0"),
+    ("train.threads=-1", "train.threads must be >= 0"),
+    ("model.patch_size=0", "model.patch_size must be >= 1"),
+    ("augment.global_crops_size=5", "at least the patch size (7)"),
+    ("data.subset=-5", "data.subset must be >= 0"),
+    ("augment.flip_p=2", "augment.flip_p must be a probability"),
+    ("augment.jitter_p=-1", "augment.jitter_p must be a probability"),
+    ("augment.blur_p=[1.0,0.1,1.5]", "augment.blur_p must be a probability"),
+    ("eval.batch_size=0", "eval.batch_size must be >= 1"),
+    ("eval.knn_k=0", "eval.knn_k must be >= 1"),
+    ("eval.crop_ratio=0", "eval.crop_ratio must be in (0, 1]"),
+    ("optim.lr=nan", "optim.lr must be > 0"),
+    ("loss.teacher_temp=0", "loss.teacher_temp must be > 0"),
+    ("model.embed_dim=130", "multiple of model.num_heads"),
+    ("data.max_bad_fraction=1.5", "data.max_bad_fraction must be a probability"),
+    ("optim.momentum_teacher=1.2", "optim.momentum_teacher must be a probability"),
+]
+
+
+@pytest.mark.parametrize("override,words", BAD_VALUES)
+def test_every_bad_value_is_one_line_before_anything_is_written(capsys, tmp_path, override, words):
+    run = tmp_path / "run"
+    code, err = run_cli(capsys, f"train.output_dir={run}", override)
+    assert code == 2 and len(err.splitlines()) == 1 and words in err, err
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("text,words", [("- a\n- b\n", "holds a YAML list, not a mapping"),
+                                        ("optim: {epochs: 3\n", "is not valid YAML"),
+                                        ("just a string\n", "not in 'Config'"),
+                                        ("optim:\n  epochs: [\n", "is not valid YAML")])
+def test_broken_recipe_files_are_one_line(capsys, tmp_path, text, words):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    code, err = run_cli(capsys, "--config", str(recipe), f"train.output_dir={tmp_path / 'run'}")
+    assert code == 2 and len(err.splitlines()) == 1 and words in err, err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override,words", [("data.num_workers=-1", "data.num_workers must be >= 0"),
+                                            ("train.threads=-1", "train.threads must be >= 0"),
+                                            ("data.subset=-5", "data.subset must be >= 0"),
+                                            ("augment.flip_p=2", "augment.flip_p must be a probability"),
+                                            ("data.max_bad_fraction=-0.1", "data.max_bad_fraction must be a probability")])
+def test_finetuning_checks_the_shared_keys_the_same_way(capsys, tmp_path, override, words):
+    code = main(["finetune", "--init", "timm:vit_tiny_patch16_224", f"train.output_dir={tmp_path / 'run'}", override])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and words in err, err
+    assert not (tmp_path / "run").exists()

@@ -122,23 +122,31 @@ def load_finetune_config(config: str | None = None, overrides: list[str] | None 
 
 def validate(cfg: FinetuneConfig) -> None:
     """Checks that types cannot express; each message names the key and the fix."""
+    from ..checks import at_least, data_checks, finite, positive, probability, train_checks
+
     a, o, b, lw, c = cfg.augment, cfg.optim, cfg.born_again, cfg.layerwise, cfg.consistency
     checks = [
         (cfg.method in METHODS, f"method must be one of {', '.join(METHODS)} (--method)"),
         (bool(cfg.init.strip()), "no initial weights: pass --init RUN_DIR, CHECKPOINT, EXPORT or timm:NAME"),
-        (cfg.data.source in ("folder", "fashion_mnist", "shards"), "data.source must be 'folder', 'fashion_mnist' or 'shards'"),
+        *data_checks(cfg.data),
         (cfg.data.source != "shards" or bool(cfg.data.eval_shards),
          "data.source=shards needs data.eval_shards (the test split's shards)"),
-        (cfg.data.source != "shards" or not (cfg.data.subset or cfg.data.test_subset),
-         "data.subset/test_subset do not apply to shards: write fewer samples with 'dinolite shards --subset N'"),
         (a.image_size >= 0, "augment.image_size must be >= 0 (0 = the backbone's size)"),
         (len(a.scale) == 2 and 0 < a.scale[0] <= a.scale[1] <= 1, "augment.scale must be [low, high] with 0 < low <= high <= 1"),
-        (0 <= a.flip_p <= 1 and 0 <= a.jitter_p <= 1, "augment.flip_p and augment.jitter_p must be in [0, 1]"),
+        probability("augment.flip_p", a.flip_p),
+        probability("augment.jitter_p", a.jitter_p),
+        *[at_least(f"augment.{k}", getattr(a, k), 0) for k in ("brightness", "contrast", "saturation")],
         (len(a.mean) == len(a.std) and len(a.mean) in (0, 1, 3), "augment.mean/std must both have 0 (default), 1 or 3 values"),
         (all(s > 0 for s in a.std), "augment.std values must be > 0"),
         (0 < a.crop_ratio <= 1, "augment.crop_ratio must be in (0, 1]"),
         (o.epochs >= 1 and o.batch_size >= 1, "optim.epochs and optim.batch_size must be >= 1"),
-        (o.lr > 0 and o.warmup_epochs >= 0, "optim.lr must be > 0 and optim.warmup_epochs >= 0"),
+        positive("optim.lr", o.lr),
+        at_least("optim.min_lr", o.min_lr, 0),
+        at_least("optim.warmup_epochs", o.warmup_epochs, 0),
+        at_least("optim.weight_decay", o.weight_decay, 0),
+        at_least("optim.clip_grad", o.clip_grad, 0, " (0 = no clipping)"),
+        (finite(cfg.model.drop_path_rate) and 0 <= cfg.model.drop_path_rate < 1, "model.drop_path_rate must be in [0, 1)"),
+        positive("model.head_init_std", cfg.model.head_init_std),
         (0 < o.layer_decay <= 1, "optim.layer_decay must be in (0, 1] (1 = no layer-wise decay)"),
         (0 <= o.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)"),
         (b.generations >= 1, "born_again.generations must be >= 1 (generation 0 included)"),
@@ -147,8 +155,7 @@ def validate(cfg: FinetuneConfig) -> None:
         (lw.kd_weight >= 0 and lw.hint_weight >= 0 and c.weight >= 0, "loss weights must be >= 0"),
         (all(0 < t <= 1 for t in lw.thresholds), "layerwise.thresholds must lie in (0, 1]"),
         (c.strength >= 0, "consistency.strength must be >= 0"),
-        (cfg.train.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
-        (cfg.train.log_every >= 1 and cfg.train.keep_checkpoints >= 1, "train.log_every and train.keep_checkpoints must be >= 1"),
+        *train_checks(cfg.train),
         (cfg.eval.batch_size >= 1 and cfg.eval.every_epochs >= 1, "eval.batch_size and eval.every_epochs must be >= 1"),
     ]
     for ok, msg in checks:
