@@ -46,7 +46,13 @@ class BackboneSpec:
 
     def build(self) -> nn.Module:
         """The timm model with these weights, in eval mode; mismatches raise a one-line UserError."""
-        model = timm.create_model(self.arch, pretrained=False, **self.kwargs)
+        if not isinstance(self.arch, str) or not timm.is_model(self.arch.split(".")[0]):
+            raise UserError(f"{self.source}: {self.arch!r} is not a timm model name")
+        try:
+            model = timm.create_model(self.arch, pretrained=False, **self.kwargs)
+        except (TypeError, ValueError, AssertionError, KeyError) as err:
+            raise UserError(f"{self.source}: timm cannot build {self.arch} with {self.kwargs} "
+                            f"({str(err).splitlines()[0][:120]})") from None
         load_into(model, self.state_dict, self.source)
         return model.eval()
 
@@ -86,9 +92,11 @@ def read_weights_file(path: Path) -> tuple[dict, dict]:
             raise UserError(f"refused to load {path}: it holds pickled objects that would run code "
                             f"(only tensors and plain containers are loaded; re-save its state_dict)") from None
         raise UserError(f"{path} is not a dinolite or DINO checkpoint (not a torch file of tensors)") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as err:
-        raise UserError(f"{path} is not a dinolite or DINO checkpoint "
-                        f"(torch cannot read it: {str(err).splitlines()[0][:160]})") from None
+    except Exception as err:  # noqa: BLE001 - a zero-byte, truncated or foreign file fails in many ways inside torch
+        first = (str(err).splitlines() or [type(err).__name__])[0][:160]
+        empty = " (the file is empty)" if path.stat().st_size == 0 else ""
+        raise UserError(f"{path} is not a dinolite or DINO checkpoint{empty} "
+                        f"(torch cannot read it: {first})") from None
 
 
 def strip_prefixes(state: dict) -> dict:
@@ -192,7 +200,11 @@ def _from_run_dir(run_dir: Path, checkpoint_key: str) -> BackboneSpec:
 
 def _from_object(obj, meta: dict, path: Path, checkpoint_key: str, cfg: Config | None = None) -> BackboneSpec:
     if meta.get("arch") and meta.get("timm_kwargs"):  # teacher_backbone.safetensors of a run
-        kwargs = OmegaConf.to_container(OmegaConf.create(meta["timm_kwargs"]))
+        try:
+            kwargs = OmegaConf.to_container(OmegaConf.create(meta["timm_kwargs"]))
+        except Exception as err:  # noqa: BLE001 - YAML or OmegaConf errors on a foreign file's metadata
+            raise UserError(f"{path}: its timm_kwargs metadata is not readable ({str(err).splitlines()[0]})") from None
+        check_timm_kwargs(kwargs, path)
         cfg = cfg or _run_config_near(path)
         return BackboneSpec(meta["arch"], kwargs, obj, path, "dinolite-export", cfg)
     state, kind = pick_state(obj, checkpoint_key, path)
@@ -209,15 +221,70 @@ def _run_config_near(path: Path) -> Config | None:
     return read_saved_config(saved) if saved.is_file() else None
 
 
+# ``timm.create_model`` keyword arguments that describe an architecture. Anything else in a file from elsewhere
+# (``checkpoint_path``, ``pretrained_cfg_overlay``, ...) would make timm read other files or change how it
+# loads, so it is refused.
+ARCH_KWARGS = frozenset({
+    "num_classes", "in_chans", "img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio", "qkv_bias",
+    "qk_norm", "dynamic_img_size", "dynamic_img_pad", "reg_tokens", "class_token", "no_embed_class", "global_pool",
+    "init_values", "pos_embed", "pre_norm", "final_norm", "fc_norm", "drop_rate", "drop_path_rate", "attn_drop_rate",
+    "proj_drop_rate", "pos_drop_rate", "patch_drop_rate", "output_stride", "layers", "channels", "dims", "depths",
+    "stem_width", "stem_type", "width_factor", "cardinality", "base_width",
+})
+
+
+def check_timm_kwargs(kwargs, source: Path) -> dict:
+    """``kwargs`` if it is a mapping of architecture arguments with plain values, else a one-line UserError."""
+    if not isinstance(kwargs, dict):
+        raise UserError(f"{source}: timm_kwargs must be a mapping of timm.create_model arguments, not {type(kwargs).__name__}")
+    unknown = sorted(k for k in kwargs if k not in ARCH_KWARGS)
+    if unknown:
+        raise UserError(f"{source}: timm_kwargs has {', '.join(map(repr, unknown))}, not an architecture argument: "
+                        f"only {', '.join(sorted(ARCH_KWARGS)[:6])}, ... are accepted; remove it")
+    plain = (int, float, bool, str, type(None))
+    for k, v in kwargs.items():
+        if not (isinstance(v, plain) or (isinstance(v, list) and all(isinstance(x, plain) for x in v))):
+            raise UserError(f"{source}: timm_kwargs[{k!r}] must be a number, string, boolean or list, not {type(v).__name__}")
+    return kwargs
+
+
+def _export_info(folder: Path) -> dict:
+    """The export's config.json, checked: JSON, the fields dinolite needs, a weights file inside the folder."""
+    path = folder / EXPORT_JSON
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is not readable JSON ({str(err).splitlines()[0]}): re-export with 'dinolite export'") from None
+    if not isinstance(info, dict):
+        raise UserError(f"{path} holds a JSON {type(info).__name__}, not an object: re-export with 'dinolite export'")
+    for key, kind in (("timm_model", str), ("timm_kwargs", dict)):
+        if not isinstance(info.get(key), kind):
+            raise UserError(f"{path} is not a dinolite export: '{key}' is missing or not a {kind.__name__}; "
+                            f"re-export with 'dinolite export'")
+    name = info.get("file", EXPORT_WEIGHTS)
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{path}: 'file' must name the weights file in the folder")
+    weights = (folder / name).resolve()
+    if weights.parent != folder.resolve():
+        raise UserError(f"{path}: 'file' {name!r} points outside the export folder: the weights must lie in {folder}")
+    if "dinolite_config" in info and not isinstance(info["dinolite_config"], dict):
+        raise UserError(f"{path}: 'dinolite_config' must be an object")
+    check_timm_kwargs(info["timm_kwargs"], path)
+    info["_weights"] = weights
+    return info
+
+
 def _from_export_dir(folder: Path) -> BackboneSpec:
-    info = json.loads((folder / EXPORT_JSON).read_text())
-    if "timm_model" not in info:
-        raise UserError(f"{folder / EXPORT_JSON} is not a dinolite export (no 'timm_model')")
-    weights = folder / info.get("file", EXPORT_WEIGHTS)
+    info = _export_info(folder)
+    weights = info.pop("_weights")
     state, _ = read_weights_file(weights)
     cfg = None
     if "dinolite_config" in info:
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), info["dinolite_config"]))
+        try:
+            cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), info["dinolite_config"]))
+        except Exception as err:  # noqa: BLE001 - OmegaConf's validation errors
+            raise UserError(f"{folder / EXPORT_JSON}: 'dinolite_config' does not fit dinolite's config "
+                            f"({str(err).splitlines()[0]}): re-export with 'dinolite export'") from None
     return BackboneSpec(info["timm_model"], info["timm_kwargs"], state, weights, "dinolite-export", cfg, info)
 
 

@@ -147,3 +147,54 @@ def test_bad_checkpoints_give_one_line_errors(tmp_path, capsys, case):
                 "tensors": "is not a dinolite or DINO ViT checkpoint", "missing": "not found"}[case]
     assert expected in err
     assert not marker.exists()  # the pickled command never ran
+
+
+def _mutations():
+    def not_json(info):
+        return "{not json"
+
+    def without(key):
+        return lambda info: json.dumps({k: v for k, v in info.items() if k != key})
+
+    def with_kwarg(key, value):
+        return lambda info: json.dumps({**info, "timm_kwargs": {**info["timm_kwargs"], key: value}})
+
+    def with_file(name):
+        return lambda info: json.dumps({**info, "file": name})
+
+    return [
+        (not_json, "is not readable JSON"),
+        (lambda info: json.dumps([info]), "holds a JSON list"),
+        (without("timm_kwargs"), "'timm_kwargs' is missing"),
+        (without("timm_model"), "'timm_model' is missing"),
+        (with_kwarg("checkpoint_path", "/etc/passwd"), "'checkpoint_path', not an architecture argument"),
+        (with_kwarg("pretrained_cfg_overlay", "x"), "not an architecture argument"),
+        (with_kwarg("depth", {"a": 1}), "timm_kwargs['depth'] must be"),
+        (with_kwarg("depth", 3), "does not fit"),
+        (with_file("../model.safetensors"), "points outside the export folder"),
+        (with_file("/etc/passwd"), "points outside the export folder"),
+        (lambda info: json.dumps({**info, "timm_model": "no_such_model"}), "is not a timm model name"),
+    ]
+
+
+@pytest.mark.parametrize("mutate,words", _mutations())
+def test_export_folders_from_elsewhere_are_untrusted_input(tiny_run, tmp_path, capsys, mutate, words):
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--out", str(out)]) == 0
+    (tmp_path / "model.safetensors").write_bytes((out / "model.safetensors").read_bytes())  # a file just outside
+    info = json.loads((out / "config.json").read_text())
+    (out / "config.json").write_text(mutate(info))
+    before = sorted(p.name for p in out.iterdir())
+    capsys.readouterr()
+    assert main(["knn", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+    assert sorted(p.name for p in out.iterdir()) == before  # nothing written or lost
+
+
+@pytest.mark.parametrize("name", ["empty.pt", "empty.pth", "empty.safetensors"])
+def test_zero_byte_weight_files_are_one_line(tmp_path, capsys, name):
+    (tmp_path / name).write_bytes(b"")
+    assert main(["knn", str(tmp_path / name)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(tmp_path / name) in err, err

@@ -21,7 +21,7 @@ from .. import checkpoint as ckpt
 from ..errors import UserError
 from ..export import write_safetensors
 from ..models import is_vit
-from ..weights import load_into, read_weights_file, resolve
+from ..weights import check_timm_kwargs, load_into, read_weights_file, resolve
 from .config import FinetuneConfig
 from .exits import MultiExitViT
 
@@ -140,8 +140,8 @@ def save_model(model: MultiExitViT, meta: dict, path: Path) -> None:
 
 def rebuild(meta: dict, state: dict, source: Path) -> MultiExitViT:
     """A saved fine-tuned model, without drop path, in eval mode."""
-    kwargs = {**meta["timm_kwargs"], "drop_path_rate": 0.0}
-    num_classes = kwargs.pop("num_classes")
+    kwargs = {**check_timm_kwargs(meta.get("timm_kwargs"), source), "drop_path_rate": 0.0}
+    num_classes = kwargs.pop("num_classes", 0)
     vit = timm.create_model(meta["arch"], pretrained=False, num_classes=num_classes, **kwargs)
     model = MultiExitViT(vit, meta["exit_blocks"], meta["hint"])
     load_into(model, state, source)
