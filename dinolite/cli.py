@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .commands import attention, export, finetune, knn, linear, plot, pretrain, shards
-from .errors import TrainingDiverged, UserError
+from .errors import TrainingDiverged, UserError, one_line
 
 COMMANDS = [pretrain, shards, knn, linear, export, attention, plot, finetune]  # each module registers its own subcommand
 
@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except UserError as err:
-        print(f"dinolite{_rank_tag()}: error: {err}", file=sys.stderr)
+        print(f"dinolite{_rank_tag()}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except TrainingDiverged as err:
         print(f"dinolite{_rank_tag()}: training stopped: {err}", file=sys.stderr)

@@ -36,6 +36,10 @@ from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
 from .schedules import Plan, cosine, scaled_lr, teacher_temperature
 
 
+BAD_SAMPLES = "bad_samples.txt"
+MIN_IMAGES_FOR_BAD_FRACTION = 200  # a few bad files among the first images are not yet "mostly broken"
+
+
 def step_seed(seed: int, step: int, stream: int) -> int:
     """The seed of one random stream at one step: 0 = augmentation (shared by all ranks), 1 + rank = drop path.
 
@@ -145,6 +149,8 @@ class Pretrainer:
         self.run_dir = prepare_run_dir(cfg, self.dist.is_main)
         check_shared_dir(self.run_dir, self.dist, self.device)
         self.source = build_source(cfg.data, "train")
+        if hasattr(self.source, "bad_log"):  # image folders list their undecodable files here
+            self.source.bad_log = self.run_dir / BAD_SAMPLES
         check_channels(cfg, self.source)
         if len(self.source) < self.global_batch:
             raise UserError(f"{len(self.source)} training images are fewer than one global batch "
@@ -295,6 +301,14 @@ class Pretrainer:
                              h, w, tuple(lc.ibot_mask_ratio), lc.ibot_mask_probability)
         return masks.to(self.device, non_blocking=True)
 
+    def _check_bad_fraction(self, bad: int, read: int) -> None:
+        """Stop when the data are mostly broken (more than data.max_bad_fraction of the images read so far)."""
+        limit = self.cfg.data.max_bad_fraction
+        if read >= MIN_IMAGES_FOR_BAD_FRACTION and bad > limit * read:
+            listed = f" (listed in {self.run_dir / BAD_SAMPLES})" if self.cfg.data.source == "folder" else ""
+            raise UserError(f"{bad} of the {read} images read so far could not be decoded{listed}, more than "
+                            f"data.max_bad_fraction={limit:g}: fix or remove them, or raise data.max_bad_fraction")
+
     def _check_finite(self, finite: bool) -> None:
         if not finite:
             where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
@@ -313,6 +327,7 @@ class Pretrainer:
         part_names = [n for n, on in (("loss_koleo", cfg.loss.koleo_weight > 0), ("loss_ibot", self.ibot_loss is not None)) if on]
         parts_sum = torch.zeros(len(part_names), device=self.device)
         last_log, last_log_step, last_ckpt = time.time(), self.step, time.time()
+        first_step = self.step
         postfix: dict[str, str] = {}
         while self.step < stop:
             epoch, in_epoch = divmod(self.step, spe)
@@ -335,15 +350,19 @@ class Pretrainer:
                     entropy, kl = teacher_stats(teacher_out, center, sched.teacher_temp, cfg.loss.centering,
                                                 cfg.loss.sinkhorn_iterations)
                     flags = torch.stack([(~finite).float(), torch.tensor(float(due), device=self.device)])
-                    logged = all_reduce_mean(torch.cat([torch.stack([loss_sum / n, entropy, kl]), flags,
+                    # bad images so far: in the mean, so every rank sees the same figure and decides alike
+                    bad = torch.tensor([float(self.loader.skipped_samples())], device=self.device)
+                    logged = all_reduce_mean(torch.cat([torch.stack([loss_sum / n, entropy, kl]), flags, bad,
                                                         parts_sum / n])).tolist()
                     self._check_finite(logged[3] == 0)
+                    skipped = round(logged[5])
+                    self._check_bad_fraction(skipped, (self.step - first_step) * self.global_batch)
                     record = {"step": self.step, "epoch": self.step / spe, "loss": logged[0],
                               "lr": sched.lr, "wd": sched.wd, "momentum": sched.momentum,
                               "teacher_temp": sched.teacher_temp, "teacher_entropy": logged[1],
-                              "kl_uniform": logged[2], "skipped_samples": self.loader.skipped_samples(),
+                              "kl_uniform": logged[2], "skipped_samples": skipped,
                               "images_per_s": n * self.global_batch / max(now - last_log, 1e-9),
-                              **dict(zip(part_names, logged[5:]))}
+                              **dict(zip(part_names, logged[6:]))}
                     warnings = [monitor.update(self.step, record["teacher_entropy"], record["kl_uniform"])]
                     if online_every and (self.step % online_every == 0 or self.step == stop):
                         # Every rank scores the same subset with the same teacher: no collective needed.
@@ -559,7 +578,8 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         print(knn_line(cfg, results), flush=True)
     if trainer.dist.is_main:
         state = "finished" if done else "stopped"
-        skipped = f"{trainer.skipped} bad samples skipped; " if cfg.data.source == "shards" else ""
+        listed = f" (listed in {trainer.run_dir / BAD_SAMPLES})" if cfg.data.source == "folder" and trainer.skipped else ""
+        skipped = f"{trainer.skipped} bad samples skipped{listed}; " if cfg.data.source in ("shards", "folder") else ""
         print(f"{state} at step {trainer.step}/{trainer.total_steps} in {time.time() - t0:.0f} s; {skipped}"
               f"run directory {trainer.run_dir}", flush=True)
     return results

@@ -53,8 +53,10 @@ class BatchLoader:
             yield images, hw
 
     def skipped_samples(self) -> int:
-        """Indexable sources stop on a bad image (a UserError naming it), so nothing is ever skipped."""
-        return 0
+        """Bad images met so far: those listed in the source's ``bad_log`` (shared by workers and ranks)."""
+        from .folder import read_bad_log
+
+        return len(read_bad_log(getattr(self.source, "bad_log", None)))
 
 
 def eval_batches(source, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
