@@ -301,6 +301,23 @@ class Pretrainer:
                              h, w, tuple(lc.ibot_mask_ratio), lc.ibot_mask_probability)
         return masks.to(self.device, non_blocking=True)
 
+    def _short_epoch(self, epoch: int, spe: int) -> None:
+        """The loader ended the epoch early: its shards hold fewer samples than their manifest says.
+        One process skips to the next epoch (the schedules go on from there); several processes
+        cannot agree on a shorter epoch without a collective per step, so they stop with one line."""
+        missing = (epoch + 1) * spe - self.step
+        where = f"the shards of {self.cfg.data.root}"
+        if self.dist.world > 1:
+            raise UserError(f"{where} hold fewer samples than their manifest says (epoch {epoch} ended {missing} "
+                            f"steps early on rank {self.dist.rank}): run 'dinolite shards --verify {self.cfg.data.root}' "
+                            f"and fix the manifest or rewrite the shards")
+        warning = (f"{where} hold fewer samples than their manifest says: epoch {epoch} ended {missing} steps early "
+                   f"(no sample recycled); check them with 'dinolite shards --verify {self.cfg.data.root}'")
+        tqdm.write(f"warning: {warning}")
+        self.step = (epoch + 1) * spe
+        self.metrics.write({"step": self.step, "epoch": epoch + 1, "short_epoch_steps": missing,
+                            "skipped_samples": self.loader.skipped_samples(), "warnings": [warning]})
+
     def _check_bad_fraction(self, bad: int, read: int) -> None:
         """Stop when the data are mostly broken (more than data.max_bad_fraction of the images read so far)."""
         limit = self.cfg.data.max_bad_fraction
@@ -387,6 +404,8 @@ class Pretrainer:
                     self.after_step()
                 if self.step >= stop:
                     break
+            if self.step < min((epoch + 1) * spe, stop):
+                self._short_epoch(epoch, spe)
         bar.close()
         self.skipped = self.loader.skipped_samples()  # bad samples (shards); with several ranks every rank calls it
         if self.dist.is_main and self.step >= self.total_steps:

@@ -59,17 +59,58 @@ def write_manifest(directory: Path, manifest: dict) -> Path:
     return path
 
 
+MIN_BYTES_PER_SAMPLE = 1024  # a tar member is a 512-byte header plus data padded to 512 bytes
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_manifest(data, path: Path) -> dict:
+    """``data`` if it is a well-formed manifest, else a one-line UserError naming the field.
+
+    Every field's type and range is checked, and every shard name must be a plain file name in the
+    manifest's directory (no path elsewhere on the machine).
+    """
+    def bad(what: str) -> UserError:
+        return UserError(f"shard manifest {path}: {what}; rewrite the shards with 'dinolite shards' "
+                         f"(or check them with 'dinolite shards --verify {path.parent}')")
+
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise bad(f"not a dinolite shard manifest (no \"format\": \"{FORMAT}\")")
+    if data.get("version", VERSION) != VERSION:
+        raise bad(f"version {data.get('version')!r} is not {VERSION}")
+    if data.get("channels", 3) not in (1, 3) or isinstance(data.get("channels"), bool):
+        raise bad(f"'channels' must be 1 or 3, not {data.get('channels')!r}")
+    classes = data.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise bad("'classes' must be a list of class names")
+    for key in ("max_side", "total"):
+        if key in data and not _is_count(data[key]):
+            raise bad(f"'{key}' must be an integer >= 0, not {data[key]!r}")
+    shards = data.get("shards")
+    if not isinstance(shards, list):
+        raise bad("'shards' must be a list")
+    for s in shards:
+        if not isinstance(s, dict) or not isinstance(s.get("name"), str) or not _is_count(s.get("count")):
+            raise bad(f"every shard entry needs a 'name' and an integer 'count' >= 0 (got {str(s)[:80]})")
+        if "bytes" in s and not _is_count(s["bytes"]):
+            raise bad(f"shard {s['name']}: 'bytes' must be an integer >= 0, not {s['bytes']!r}")
+        name = s["name"]
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise bad(f"shard name {name!r} is not a file name in the manifest's directory")
+    if "total" in data and data["total"] != sum(s["count"] for s in shards):
+        raise bad(f"'total' {data['total']} is not the sum of the shards' counts ({sum(s['count'] for s in shards)})")
+    return data
+
+
 def _read_manifest(path: Path) -> dict:
     try:
         data = json.loads(path.read_text())
-        if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("shards"), list):
-            raise ValueError("not a dinolite shard manifest")
-        for s in data["shards"]:
-            if not isinstance(s.get("name"), str) or not isinstance(s.get("count"), int):
-                raise ValueError("every shard entry needs a 'name' and an integer 'count'")
-        return data
-    except (OSError, ValueError) as err:
-        raise UserError(f"cannot read shard manifest {path}: {err}; rewrite the shards with 'dinolite shards'") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"cannot read shard manifest {path}: {str(err).splitlines()[0]}; "
+                        f"rewrite the shards with 'dinolite shards'") from None
+    return check_manifest(data, path)
 
 
 def resolve_shards(spec: str) -> ShardList:
@@ -122,7 +163,12 @@ def resolve_shards(spec: str) -> ShardList:
         if not info.path.is_file():
             raise UserError(f"shard {info.path} is missing ({len(names)} shards in {spec!r}): restore it, "
                             f"or name only the shards that exist")
-        if info.size and info.path.stat().st_size < info.size:
+        on_disk = info.path.stat().st_size
+        if info.count * MIN_BYTES_PER_SAMPLE > on_disk:
+            raise UserError(f"{manifest_path} says shard {name} holds {info.count} samples, but the file has "
+                            f"{on_disk} bytes: at most {on_disk // MIN_BYTES_PER_SAMPLE} fit. Fix the manifest "
+                            f"(see 'dinolite shards --verify {manifest_path.parent}') or rewrite the shards")
+        if info.size and on_disk < info.size:
             warnings.append(f"shard {info.path} is shorter than the manifest says (truncated?); "
                             f"its unreadable samples will be skipped and counted")
         shards.append(info)

@@ -150,8 +150,16 @@ class _TrainStream(IterableDataset):
             next(raws, None)
         skipped, reserve = 0, []
         blank = torch.zeros(self.source.channels, self.source.size, self.source.size, dtype=torch.uint8)
-        for _ in range(done, nbatches):
+        for b in range(done, nbatches):
             slots = [r for _, r in zip(range(self.batch), raws)]
+            if len(slots) < self.batch:
+                # The shards hold fewer samples than their manifest says: this worker's share of the epoch
+                # ends here (no sample is recycled to make up for it). An empty batch carries the count of
+                # samples it lacks; the trainer warns and ends the epoch (see Pretrainer.fit).
+                skipped += (nbatches - b) * self.batch
+                empty = torch.zeros(0, self.source.channels, self.source.size, self.source.size, dtype=torch.uint8)
+                yield empty, torch.zeros(0, 2, dtype=torch.int64), torch.zeros(0, dtype=torch.int64), [], role, skipped
+                return
             decoded, labels = self.source.decode_batch(slots)
             keys = [r.key for r in slots]
             images, labels, keys, bad = _fill(decoded, labels, keys, self.batch, reserve, blank)
@@ -203,8 +211,11 @@ class ShardLoader:
             yield item
 
     def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The epoch's batches; fewer than ``steps_per_epoch - start_step`` when shards hold fewer samples
+        than their manifest says (a worker whose share ran dry sends an empty batch, dropped here)."""
         for images, hw, *_ in self.batches(epoch, start_step):
-            yield images, hw
+            if len(images):
+                yield images, hw
 
     def skipped_samples(self) -> int:
         """Bad samples skipped so far, summed over ranks (a collective: every rank must call it)."""
