@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -69,6 +70,28 @@ def _executor(args: argparse.Namespace, folder: Path, tasks: int, name: str):
     return executor
 
 
+SLURM_TOOLS = ("sbatch", "srun", "sinfo")
+
+
+def check_slurm() -> None:
+    """The SLURM client tools are installed and the cluster answers; checked before anything is written."""
+    from dinolite.errors import UserError
+
+    missing = [tool for tool in SLURM_TOOLS if shutil.which(tool) is None]
+    if missing:
+        raise UserError(f"no SLURM client here ({', '.join(missing)} not found on PATH): run on a login node of the "
+                        f"cluster, or pass --local to run on this machine")
+    try:
+        probe = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        raise UserError("the SLURM cluster does not answer (sinfo timed out after 30 s): check that slurmctld "
+                        "runs and SLURM_CONF points at its config") from None
+    if probe.returncode != 0:
+        said = (probe.stderr.strip().splitlines() or ["no message"])[0]
+        raise UserError(f"the SLURM cluster does not answer (sinfo: {said}): check that slurmctld runs and "
+                        f"SLURM_CONF points at its config") from None
+
+
 def submit(argv: list[str] | None = None):
     """Validate the recipe, prepare the run directory, submit; returns the submitit job."""
     from submitit.core.utils import FailedJobError
@@ -96,6 +119,8 @@ def submit(argv: list[str] | None = None):
         raise UserError("train.device=cuda with --gpus-per-node 0: pass --gpus-per-node N, or train.device=cpu")
     if args.gpus_per_node == 0:
         cfg.train.device = "cpu"
+    if not args.local:
+        check_slurm()
     new_run = not Path(cfg.train.output_dir).exists()
     run_dir = prepare_run_dir(cfg, is_main=True)
     logs = run_dir / "slurm"

@@ -118,3 +118,28 @@ def test_launcher_refuses_before_queueing(tmp_path, argv, message, capsys):
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_no_slurm_client_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))  # a machine without sbatch/srun/sinfo
+    run = tmp_path / "run"
+    assert main(tiny_overrides(run)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no SLURM client here (sbatch, srun, sinfo not found" in err[0] and "--local" in err[0]
+    assert not run.exists()
+
+
+def test_a_cluster_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    """The client tools exist but the controller is down: sinfo fails, the launcher says so before writing."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for tool, body in (("sbatch", "exit 0"), ("srun", "exit 0"),
+                       ("sinfo", "echo 'sinfo: error: Unable to contact slurm controller (connect failure)' >&2; exit 1")):
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / tool).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    run = tmp_path / "run"
+    assert main(tiny_overrides(run)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Unable to contact slurm controller" in err[0], err
+    assert not run.exists()
