@@ -137,3 +137,14 @@ def test_finetuning_checks_the_shared_keys_the_same_way(capsys, tmp_path, overri
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and words in err, err
     assert not (tmp_path / "run").exists()
+
+
+def test_fractional_warmup_epochs_are_accepted_by_both_tasks():
+    """Found by hand: optim.warmup_epochs=0.5 was refused by pretraining and accepted by fine-tuning."""
+    from dinolite.finetune.config import load_finetune_config
+
+    assert load_config(None, ["optim.warmup_epochs=0.5"]).optim.warmup_epochs == 0.5
+    assert load_finetune_config(None, ["init=timm:vit_tiny_patch16_224", "optim.warmup_epochs=0.5"]).optim.warmup_epochs == 0.5
+    for load in (lambda o: load_config(None, o), lambda o: load_finetune_config(None, ["init=x", *o])):
+        with pytest.raises(UserError, match="optim.warmup_epochs must be >= 0"):
+            load(["optim.warmup_epochs=-0.5"])
