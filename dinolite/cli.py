@@ -12,7 +12,10 @@ COMMANDS = [pretrain, shards, knn, linear, export, attention, plot, finetune]  #
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="dinolite", description="DINO self-supervised pretraining.")
+    parser.add_argument("--version", action="version", version=f"dinolite {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
         command.register(sub)
@@ -30,8 +33,21 @@ def _rank_tag() -> str:
     return f" (rank {rdv.rank})" if rdv.world > 1 else ""
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``key=value`` overrides accepted anywhere among the flags
+    (``dinolite pretrain optim.epochs=1 --no-progress train.output_dir=runs/x``)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    overrides = [e for e in extra if "=" in e and not e.startswith("-")]
+    if extra and (not hasattr(args, "overrides") or len(overrides) != len(extra)):
+        parser.error(f"unrecognized arguments: {' '.join(e for e in extra if e not in overrides) or ' '.join(extra)}")
+    if extra:
+        args.overrides = list(args.overrides) + overrides
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(argv)
     try:
         return args.func(args)
     except UserError as err:

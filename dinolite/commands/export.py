@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_target_args
+from .args import add_target_args
 
 
 def run(args: argparse.Namespace) -> int:

@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import add_target_args, features, setup
+from .args import add_target_args
 
 
 def run(args: argparse.Namespace) -> int:
+    from .common import features, setup
     from ..errors import UserError
     from ..eval.knn import knn_accuracies
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .common import add_target_args, features, setup
+from .args import add_target_args
 
 
 def _multi_process() -> bool:
@@ -16,6 +16,7 @@ def _multi_process() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
+    from .common import features, setup
     from ..errors import UserError
     from ..eval.features import ProbeFeatures
     from ..eval.linear import FAST_LRS, ProbeTrainTransform, train_protocol, train_sweep
