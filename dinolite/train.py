@@ -579,14 +579,16 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         planned = trainer.plan_budget(t0, final_eval)
         if trainer.dist.is_main:
             print(planned, flush=True)
-    if trainer.dist.is_main and fresh:
+    if trainer.dist.is_main:  # the start banner: what runs where, and from which state
         online = " (random init)" if "knn_online_random_init" in baselines else ""
         known = [f"{k} {v:.2f} %{online if k == 'knn_online_random_init' else ''}" for k, v in baselines.items()
-                 if k.startswith("knn")]
+                 if k.startswith("knn")] if fresh else []
+        spe = trainer.loader.steps_per_epoch
+        start = "from step 0" if fresh else f"resumed at step {trainer.step} from {trainer.last_good}"
         print(f"training {trainer.total_steps} steps of {cfg.optim.batch_size} images "
-              f"({trainer.total_steps / trainer.loader.steps_per_epoch:.2f} epochs of {len(trainer.source)}) on "
-              f"{trainer.device.type} x {trainer.dist.world}" + (f"; baselines: {', '.join(known)}" if known else ""),
-              flush=True)
+              f"({trainer.total_steps / spe:.2f} epochs of {len(trainer.source)}, {spe} steps per epoch) on "
+              f"{trainer.device.type} x {trainer.dist.world} in {trainer.run_dir}, {start}"
+              + (f"; baselines: {', '.join(known)}" if known else ""), flush=True)
     trainer.fit()
     results: dict[str, float] = {}
     done = trainer.step >= trainer.total_steps

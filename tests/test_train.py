@@ -60,7 +60,8 @@ def test_cli_run_end_to_end(tmp_path, capsys, fmnist_root):
     final = [line for line in out.splitlines() if line.startswith("k-NN top-1")]
     assert len(final) == 1 and "(k=20, T=0.07) on the test split: teacher" in final[0]
     assert "same architecture at random init" in final[0] and "raw pixels" in final[0]
-    assert "training 8 steps of 32 images (2.00 epochs of 128)" in out
+    assert "training 8 steps of 32 images (2.00 epochs of 128, 4 steps per epoch) on cpu x 1 in " in out
+    assert ", from step 0" in out
     assert (run / "config.yaml").is_file() and (run / "teacher_backbone.safetensors").is_file()
     assert [p.name for p in ckpt.list_checkpoints(run)] == ["checkpoint-00000004.pt", "checkpoint-00000008.pt"]
     records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
@@ -70,7 +71,8 @@ def test_cli_run_end_to_end(tmp_path, capsys, fmnist_root):
     assert 0 <= records[-1]["knn_top1_pixels"] <= 100
     # running the same command again resumes the finished run instead of starting over
     assert main(["pretrain", "--no-progress", *tiny_overrides(run, **{"eval.knn_at_end": False})]) == 0
-    assert "resumed from" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "resumed from" in out and f"resumed at step 8 from {run / 'checkpoint-00000008.pt'}" in out
 
 
 def test_a_run_gives_back_the_callers_thread_count(tmp_path):
