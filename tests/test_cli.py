@@ -39,3 +39,16 @@ def test_help_does_not_import_torch():
     code = "import sys\nfrom dinolite.cli import build_parser\nbuild_parser()\nprint(sorted(m for m in ('torch', 'timm', 'kornia') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from dinolite.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [f"{name} {a.option_strings or a.dest}" for name, p in sub.choices.items() for a in p._actions
+               if not isinstance(a, argparse._HelpAction) and not a.help]
+    assert missing == []
+    for name, p in sub.choices.items():
+        assert "%%" not in p.format_help(), name

@@ -58,3 +58,15 @@ def test_plot_command(tiny_run, tmp_path, capsys):
         assert png.format == "PNG"
     assert main(["plot", str(tmp_path)]) == 2
     assert "metrics.jsonl not found" in capsys.readouterr().err
+
+
+def test_attention_view_centre_crops_a_non_square_image_like_the_evaluation():
+    import torch
+
+    from dinolite.viz.attention import prepare
+
+    image = torch.zeros(1, 20, 60, dtype=torch.uint8)
+    image[:, :, 20:40] = 255  # a white square in the middle of a wide black image
+    x = prepare(image, 10, [0.0], [1.0])
+    assert x.shape == (1, 1, 10, 10)
+    assert x.min() > 0.99  # only the centre square is shown, not the whole image squeezed to a square

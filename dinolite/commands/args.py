@@ -11,7 +11,7 @@ def add_target_args(p: argparse.ArgumentParser, data: bool = True) -> None:
                    help="run directory, checkpoint (.pt/.pth, dinolite or official DINO), export directory or .safetensors")
     p.add_argument("--checkpoint-key", default="teacher", choices=["teacher", "student"],
                    help="which network of a training checkpoint (default: teacher)")
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto: cuda when present)")
     if data:
         p.add_argument("--data", nargs="+", default=[], metavar="KEY=VALUE",
                        help="data/eval settings on top of the run's: e.g. root=/data/imagenet source=folder eval.image_size=224")

@@ -31,12 +31,13 @@ def run(args: argparse.Namespace) -> int:
     if not 0 < args.keep <= 1:
         raise UserError("--keep must be in (0, 1]")
     image = read_image(args.image, in_chans)
-    x = prepare(image, size, mean, std)
+    x = prepare(image, size, mean, std, cfg.eval.crop_ratio)
     attn = cls_attention(backbone, x)
     mask = mass_mask(attn, args.keep)
     shown = x[0] * torch.tensor(std).view(-1, 1, 1) + torch.tensor(mean).view(-1, 1, 1)  # the resized input
     out = render((shown.clamp(0, 1) * 255).round(), attn, mask, args.out,
-                 title=f"{args.image} - last block, {attn.shape[0]} heads, {size} px")
+                 title=f"{args.image} - last block, {attn.shape[0]} heads, {size} px, masks keep "
+                       f"{args.keep:.0%} of the attention".replace("%", " %"), keep=args.keep)
     print(f"attention maps of {attn.shape[0]} heads ({attn.shape[1]}x{attn.shape[2]} patches) written to {out}")
     return 0
 
@@ -44,11 +45,12 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("attention", help="last block's CLS attention maps over an image",
                        description="Per-head CLS-to-patch attention of the last block, and the mask keeping "
-                                   "60 %% of the attention mass (DINO paper figures), as one PNG.")
+                                   "a share of the attention mass (--keep, DINO's figures: 0.6), as one PNG.")
     p.add_argument("target", metavar="CHECKPOINT", help="run directory, checkpoint, export directory or .safetensors")
-    p.add_argument("image", metavar="IMAGE")
+    p.add_argument("image", metavar="IMAGE", help="a PNG or JPEG file (centre-cropped like the evaluation view)")
     p.add_argument("--out", required=True, help="PNG path")
-    p.add_argument("--checkpoint-key", default="teacher", choices=["teacher", "student"])
+    p.add_argument("--checkpoint-key", default="teacher", choices=["teacher", "student"],
+                   help="which network of a training checkpoint (default: teacher)")
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the training size)")
-    p.add_argument("--keep", type=float, default=0.6, help="fraction of the attention mass the mask keeps")
+    p.add_argument("--keep", type=float, default=0.6, help="fraction of the attention mass the mask keeps (default 0.6, as in the DINO paper)")
     p.set_defaults(func=run)

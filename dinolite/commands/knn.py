@@ -47,8 +47,9 @@ def register(sub) -> None:
                        description="Weighted k-NN (DINO): train split as bank, test split as queries, "
                                    "k = 10, 20, 100, 200 reported together.")
     add_target_args(p)
-    p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200])
-    p.add_argument("--temperature", type=float, default=0.07)
+    p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200],
+                   help="numbers of neighbours, all scored at once (default: DINO's 10 20 100 200)")
+    p.add_argument("--temperature", type=float, default=0.07, help="weights exp(cos / T) of the neighbours (DINO: 0.07)")
     p.add_argument("--query-chunk", type=int, default=1024, help="queries per similarity block")
     p.add_argument("--bank-chunk", type=int, default=65536, help="bank items per similarity block")
     p.add_argument("--baseline", choices=["pixels"], default=None,

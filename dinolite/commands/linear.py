@@ -74,15 +74,17 @@ def register(sub) -> None:
                        description="DINO's linear probe on frozen features (--mode protocol), or a fast sweep of "
                                    "learning rates on cached features picked on a held-out part of train (--mode fast).")
     add_target_args(p)
-    p.add_argument("--mode", choices=["protocol", "fast"], default="protocol")
+    p.add_argument("--mode", choices=["protocol", "fast"], default="protocol",
+                   help="protocol (default): DINO's probe, random crops each epoch (slow); fast: an LR sweep on "
+                        "cached features, picked on a held-out part of train (minutes)")
     p.add_argument("--n-blocks", type=int, default=None, help="default min(4, depth). ViT: CLS tokens of the last n blocks (DINO: 4 for ViT-S, 1 for ViT-B); CNNs use their pooled features")
     p.add_argument("--avgpool", action="store_true", help="append the average patch token (DINO: ViT-B)")
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=1024)
+    p.add_argument("--epochs", type=int, default=100, help="training epochs of the classifier (DINO: 100)")
+    p.add_argument("--batch-size", type=int, default=1024, help="classifier batch size (DINO: 1024)")
     p.add_argument("--base-lr", type=float, default=0.001, help="protocol: lr = base_lr x batch / 256")
     p.add_argument("--crop-scale", type=float, nargs=2, default=[0.08, 1.0], help="protocol: RandomResizedCrop scale")
     p.add_argument("--lrs", type=float, nargs="+", default=None, help="fast: learning rates to sweep")
     p.add_argument("--holdout", type=float, default=0.1, help="fast: fraction of train held out to pick the lr")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the classifier's init and data order")
     p.add_argument("--out", default=None, help="classifier file (default: <run>/linear_<mode>.safetensors)")
     p.set_defaults(func=run)

@@ -1,4 +1,4 @@
-"""The last block's CLS-to-patch attention of every head, and DINO's mask keeping 60 % of its mass.
+"""The last block's CLS-to-patch attention of every head, and DINO's mask keeping a share (60 %) of its mass.
 
 The attention probabilities are recomputed from the last block's input: a forward pre-hook on
 ``blocks[-1].attn`` keeps that input, and softmax(q k^T / sqrt(d)) is formed from the module's own
@@ -32,9 +32,14 @@ def read_image(path: str | Path, channels: int) -> Tensor:
     return t[None] if t.ndim == 2 else t.permute(2, 0, 1)
 
 
-def prepare(image: Tensor, size: int, mean, std) -> Tensor:
-    """Resize to ``size x size`` (antialiased), scale to [0, 1], normalise: ``[1, C, size, size]``."""
-    x = image[None].float().div(255)
+def prepare(image: Tensor, size: int, mean, std, crop_ratio: float = 1.0) -> Tensor:
+    """The evaluation view: the centre square of ``crop_ratio`` of the shorter side, resized to ``size x size``
+    (antialiased), scaled to [0, 1] and normalised: ``[1, C, size, size]``. A non-square image is cropped,
+    never stretched."""
+    h, w = image.shape[-2:]
+    side = max(1, round(min(h, w) * crop_ratio))
+    top, left = (h - side) // 2, (w - side) // 2
+    x = image[None, :, top:top + side, left:left + side].float().div(255)
     x = nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     mean, std = torch.tensor(mean).view(1, -1, 1, 1), torch.tensor(std).view(1, -1, 1, 1)
     return (x.clamp(0, 1) - mean) / std
@@ -76,8 +81,9 @@ def mass_mask(attn: Tensor, keep: float = 0.6) -> Tensor:
     return mask.view_as(attn)
 
 
-def render(image: Tensor, attn: Tensor, mask: Tensor, out: str | Path, title: str = "") -> Path:
-    """PNG: the image, the union of the heads' masks over it, then every head's map with its mask."""
+def render(image: Tensor, attn: Tensor, mask: Tensor, out: str | Path, title: str = "", keep: float = 0.6) -> Path:
+    """PNG: the image and the mean of the heads (with its colour bar: attention probability), the mean over the
+    image and the union of the heads' masks, then every head's map with its mask of ``keep`` of the mass."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,17 +103,23 @@ def render(image: Tensor, attn: Tensor, mask: Tensor, out: str | Path, title: st
             ax.axis("off")
     axes[0, 0].imshow(shown, cmap=cmap)
     axes[0, 0].set_title("image", fontsize=8)
-    axes[0, 1].imshow(up.mean(0).numpy(), cmap="inferno")
+    mass = f"{keep:.0%}".replace("%", " %")
+    top = float(up.max())  # one colour scale for every map, so heads compare
+    mean_map = axes[0, 1].imshow(up.mean(0).numpy(), cmap="inferno", vmin=0, vmax=top)
     axes[0, 1].set_title("mean of heads", fontsize=8)
+    fig.colorbar(mean_map, ax=axes[0, 1], fraction=0.046, pad=0.04).ax.tick_params(labelsize=6)
     axes[1, 0].imshow(shown, cmap=cmap)
     axes[1, 0].imshow(up_mask.amax(0).numpy(), cmap="viridis", alpha=0.5)
-    axes[1, 0].set_title("60 % mass, any head", fontsize=8)
+    axes[1, 0].set_title(f"{mass} mass, any head", fontsize=8)
+    axes[1, 1].imshow(shown, cmap=cmap)
+    axes[1, 1].imshow(up.mean(0).numpy(), cmap="inferno", alpha=0.6, vmin=0, vmax=top)
+    axes[1, 1].set_title("mean over the image", fontsize=8)
     for h in range(heads):
-        axes[0, h + 2].imshow(up[h].numpy(), cmap="inferno")
+        axes[0, h + 2].imshow(up[h].numpy(), cmap="inferno", vmin=0, vmax=top)
         axes[0, h + 2].set_title(f"head {h}", fontsize=8)
         axes[1, h + 2].imshow(shown, cmap=cmap)
         axes[1, h + 2].imshow(up_mask[h].numpy(), cmap="viridis", alpha=0.5)
-        axes[1, h + 2].set_title(f"head {h}: 60 % mass", fontsize=8)
+        axes[1, h + 2].set_title(f"head {h}: {mass} mass", fontsize=8)
     if title:
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
