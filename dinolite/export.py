@@ -1,11 +1,14 @@
-"""Write a backbone so that plain timm can load it: safetensors with timm's names + a JSON of the
-model name and ``create_model`` kwargs; optionally an ONNX graph of the same backbone.
+"""Write a backbone so that plain timm can load it: safetensors with timm's names + a ``config.json`` in
+timm's own hub layout (``architecture``, ``model_args``, and a ``pretrained_cfg`` with the input size,
+mean, std, interpolation and crop of the evaluation view); optionally an ONNX graph of the same backbone.
 
 Loading the export in any process::
 
-    info = json.load(open("DIR/config.json"))
-    model = timm.create_model(info["timm_model"], pretrained=True,
-                              pretrained_cfg_overlay=dict(file="DIR/model.safetensors"), **info["timm_kwargs"])
+    model = timm.create_model("local-dir:DIR", pretrained=True)
+    data_cfg = timm.data.resolve_data_config(model=model)   # the run's size, channels, mean and std
+
+The same JSON also keeps dinolite's own fields (``timm_model``, ``timm_kwargs``, ``dinolite_config``), so
+``dinolite.load_backbone`` reads exports of either layout.
 
 An export directory is never overwritten with different content: writing the same export again
 is a no-op, anything else is refused.
@@ -27,9 +30,34 @@ from .errors import UserError
 from .weights import EXPORT_JSON, EXPORT_WEIGHTS, BackboneSpec
 
 
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+def pretrained_cfg(spec: BackboneSpec) -> dict:
+    """timm's preprocessing description of the backbone: the run's evaluation view when known
+    (its size, crop fraction and normalisation), else ImageNet's at the model's size."""
+    channels = int(spec.kwargs.get("in_chans", 3))
+    if spec.config is not None:
+        e, a = spec.config.eval, spec.config.augment
+        size, crop, mean, std = e.image_size, e.crop_ratio, list(a.mean), list(a.std)
+    else:
+        img = spec.kwargs.get("img_size", 224)
+        size, crop = int(img[0] if isinstance(img, (list, tuple)) else img), 0.875
+        mean, std = IMAGENET_MEAN[:channels], IMAGENET_STD[:channels]
+    if len(mean) == 1 and channels == 3:
+        mean, std = mean * 3, std * 3
+    return {"input_size": [channels, size, size], "mean": mean, "std": std, "crop_pct": crop, "crop_mode": "center",
+            # dinolite's evaluation view resizes with roi_align (bilinear, area-averaged when shrinking)
+            "interpolation": "bilinear", "num_classes": 0, "fixed_input_size": False}
+
+
 def export_info(spec: BackboneSpec) -> dict:
-    """The JSON written beside the weights: what timm needs, plus the run's data/eval settings."""
+    """The JSON written beside the weights: timm's hub layout, plus dinolite's fields and the run's settings."""
     info = {
+        "architecture": spec.arch,
+        "num_classes": 0,
+        "model_args": {k: v for k, v in spec.kwargs.items() if k != "num_classes"},
+        "pretrained_cfg": pretrained_cfg(spec),
         "timm_model": spec.arch,
         "timm_kwargs": spec.kwargs,
         "file": EXPORT_WEIGHTS,
@@ -50,6 +78,7 @@ def write_safetensors(state: dict, path: Path, metadata: dict | None = None) -> 
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o644)  # safetensors creates its files readable by the owner only
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

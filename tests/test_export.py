@@ -198,3 +198,33 @@ def test_zero_byte_weight_files_are_one_line(tmp_path, capsys, name):
     assert main(["knn", str(tmp_path / name)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(tmp_path / name) in err, err
+
+
+def test_export_is_timm_native_with_its_preprocessing(tiny_run, tmp_path):
+    """``timm.create_model("local-dir:DIR", pretrained=True)`` loads the export, and timm's data config is the
+    run's evaluation view (1 channel, 28 px, Fashion-MNIST's mean/std), not timm's 3 x 224 defaults."""
+    import stat
+
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--out", str(out)]) == 0
+    model = timm.create_model(f"local-dir:{out}", pretrained=True).eval()
+    cfg = timm.data.resolve_data_config(model=model)
+    assert cfg["input_size"] == (1, 28, 28) and cfg["mean"] == [0.286] and cfg["std"] == [0.353]
+    assert cfg["crop_pct"] == 1.0 and cfg["crop_mode"] == "center"
+    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        assert torch.equal(model(x), dinolite.load_backbone(out)(x))
+    for f in ("model.safetensors", "config.json"):
+        assert stat.S_IMODE((out / f).stat().st_mode) == 0o644
+
+
+def test_exports_of_the_old_layout_still_load(tiny_run, tmp_path):
+    """An export written before the timm layout (dinolite's fields only) loads with dinolite.load_backbone."""
+    out = tmp_path / "export"
+    assert main(["export", str(tiny_run), "--out", str(out)]) == 0
+    info = json.loads((out / "config.json").read_text())
+    old = {k: v for k, v in info.items() if k not in ("architecture", "num_classes", "model_args", "pretrained_cfg")}
+    (out / "config.json").write_text(json.dumps(old))
+    x = torch.randn(2, 1, 28, 28)
+    with torch.no_grad():
+        assert torch.equal(dinolite.load_backbone(out)(x), resolve(tiny_run).build()(x))

@@ -16,8 +16,8 @@ def run(args: argparse.Namespace) -> int:
     spec.build()  # fails with the list of missing/unexpected keys before anything is written
     out = export_backbone(spec, args.out)
     print(f"exported the {spec.kind} {args.checkpoint_key} backbone of {spec.source} to {out}: "
-          f"timm.create_model({spec.arch!r}, pretrained=True, pretrained_cfg_overlay=dict(file='{out / 'model.safetensors'}'), "
-          f"**json.load(open('{out / 'config.json'}'))['timm_kwargs'])")
+          f"timm.create_model('local-dir:{out.resolve()}', pretrained=True) loads it "
+          f"(timm.data.resolve_data_config(model=...) gives its preprocessing)")
     if args.onnx:
         path = out / "model.onnx"
         if path.exists():
