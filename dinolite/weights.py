@@ -43,6 +43,9 @@ class BackboneSpec:
     kind: str  # "dinolite-checkpoint", "dinolite-export", "dino-official"
     config: Config | None = None  # the run's config when known (data, eval transform, normalisation)
     extra: dict = field(default_factory=dict)
+    # How position embeddings follow the image size: "timm" (timm's resampling), or "dino" (the reference
+    # code's, see dinolite.pos_embed): official DINO checkpoints use it unless told otherwise.
+    pos_interp: str = "timm"
 
     def build(self) -> nn.Module:
         """The timm model with these weights, in eval mode; mismatches raise a one-line UserError."""
@@ -54,6 +57,10 @@ class BackboneSpec:
             raise UserError(f"{self.source}: timm cannot build {self.arch} with {self.kwargs} "
                             f"({str(err).splitlines()[0][:120]})") from None
         load_into(model, self.state_dict, self.source)
+        if self.pos_interp == "dino":
+            from .pos_embed import use_dino_pos_embed
+
+            use_dino_pos_embed(model)
         return model.eval()
 
     def fingerprint(self) -> str:
@@ -213,7 +220,7 @@ def _from_object(obj, meta: dict, path: Path, checkpoint_key: str, cfg: Config |
         kwargs = backbone_kwargs(cfg.model, len(cfg.augment.mean), cfg.augment.global_crops_size, 0.0)
         return BackboneSpec(cfg.model.arch, kwargs, state, path, kind, cfg)
     arch, kwargs = infer_vit_kwargs(state)
-    return BackboneSpec(arch, kwargs, state, path, kind, None)
+    return BackboneSpec(arch, kwargs, state, path, kind, None, pos_interp="dino")
 
 
 def _run_config_near(path: Path) -> Config | None:

@@ -228,3 +228,38 @@ def test_exports_of_the_old_layout_still_load(tiny_run, tmp_path):
     x = torch.randn(2, 1, 28, 28)
     with torch.no_grad():
         assert torch.equal(dinolite.load_backbone(out)(x), resolve(tiny_run).build()(x))
+
+
+def reference_pos_embed(pos_embed: torch.Tensor, grid: int) -> torch.Tensor:
+    """From the reference code's description (facebookresearch/dino, interpolate_pos_encoding): keep the class
+    token's embedding; reshape the N patch embeddings to a sqrt(N) square, bicubic-interpolate by the scale
+    factor (grid + 0.1) / sqrt(N), no antialiasing; flatten back."""
+    side = round((pos_embed.shape[1] - 1) ** 0.5)
+    patches = pos_embed[0, 1:].T.reshape(1, -1, side, side)
+    factor = (grid + 0.1) / side
+    out = torch.nn.functional.interpolate(patches, scale_factor=(factor, factor), mode="bicubic")
+    return torch.cat([pos_embed[:, :1], out.reshape(1, pos_embed.shape[-1], grid * grid).transpose(1, 2)], dim=1)
+
+
+def test_official_checkpoints_interpolate_position_embeddings_like_the_reference(tmp_path, capsys):
+    """At 96 px (a 6 x 6 grid from the 14 x 14 of 224 px) the CLS output equals a ViT built for 96 px whose
+    position embeddings were resized the reference way; timm's own resampling gives other features."""
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_small_patch16_224", num_classes=0, embed_dim=128, depth=2, num_heads=2).eval()
+    with torch.no_grad():
+        vit.pos_embed.normal_(std=0.5)  # a pronounced embedding, so interpolation differences show
+    torch.save(vit.state_dict(), tmp_path / "backbone.pth")
+    ref = timm.create_model("vit_small_patch16_224", num_classes=0, embed_dim=128, depth=2, num_heads=2,
+                            img_size=96).eval()
+    state = {**vit.state_dict(), "pos_embed": reference_pos_embed(vit.pos_embed.detach(), 6)}
+    ref.load_state_dict(state)
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    spec = resolve(tmp_path / "backbone.pth")
+    assert spec.pos_interp == "dino"
+    with torch.no_grad():
+        want, got = ref(x), spec.build()(x)
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(spec.build()(torch.randn(1, 3, 224, 224)).shape, torch.Size([1, 128]))
+        spec.pos_interp = "timm"
+        timm_way = spec.build()(x)
+    assert (timm_way - want).abs().max() > 1e-3  # the option matters at this size

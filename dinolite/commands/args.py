@@ -12,6 +12,9 @@ def add_target_args(p: argparse.ArgumentParser, data: bool = True) -> None:
     p.add_argument("--checkpoint-key", default="teacher", choices=["teacher", "student"],
                    help="which network of a training checkpoint (default: teacher)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (auto: cuda when present)")
+    p.add_argument("--pos-interp", default="auto", choices=["auto", "dino", "timm"],
+                   help="position embeddings at another image size: dino (the reference code's bicubic scale-factor "
+                        "interpolation), timm (timm's resampling); auto: dino for official DINO checkpoints, else timm")
     if data:
         p.add_argument("--data", nargs="+", default=[], metavar="KEY=VALUE",
                        help="data/eval settings on top of the run's: e.g. root=/data/imagenet source=folder eval.image_size=224")

@@ -71,6 +71,8 @@ class EvalSetup:
 
 def setup(args: argparse.Namespace) -> EvalSetup:
     spec = resolve(args.target, args.checkpoint_key)
+    if getattr(args, "pos_interp", "auto") != "auto":
+        spec.pos_interp = args.pos_interp
     cfg = eval_config(spec.config, getattr(args, "data", []))
     device = resolve_device(args.device, "--device")
     info = init_from_env(device.type)  # under torchrun/srun the feature extraction is split over the ranks
