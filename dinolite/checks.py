@@ -51,6 +51,9 @@ def train_checks(t) -> list[Check]:
         positive("train.checkpoint_every_minutes", t.checkpoint_every_minutes),
         at_least("train.keep_checkpoints", t.keep_checkpoints, 1),
         at_least("train.stop_after_steps", t.stop_after_steps, 0, " (0 = run to the end)"),
+        (all(name in ("jsonl", "tensorboard", "wandb") for name in t.loggers),
+         f"train.loggers must list jsonl, tensorboard and/or wandb, not {list(t.loggers)}"),
+        (t.wandb_mode in ("offline", "online", "disabled"), "train.wandb_mode must be offline, online or disabled"),
     ]
 
 

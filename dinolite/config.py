@@ -140,6 +140,11 @@ class TrainConfig:
     collapse_patience: int = 5  # log intervals of a sustained collapse (after the warm-up) before warning
     threads: int = 0  # torch CPU threads (0 = torch's default)
     compile: bool = False  # torch.compile the student and teacher backbones (one graph per crop size)
+    # Metrics always go to metrics.jsonl; "tensorboard" adds event files (<run>/tensorboard) and "wandb" a
+    # Weights & Biases run (<run>/wandb), offline unless wandb_mode says "online".
+    loggers: List[str] = field(default_factory=lambda: ["jsonl"])
+    wandb_project: str = "dinolite"
+    wandb_mode: str = "offline"
 
 
 @dataclass

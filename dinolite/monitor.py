@@ -1,22 +1,8 @@
-"""Training metrics as JSON lines, and the monitor that says early when a run stops learning."""
+"""The monitor that says early when a run stops learning (the metrics themselves: loggers.py)."""
 
 from __future__ import annotations
 
-import json
 import math
-from pathlib import Path
-
-
-class MetricsWriter:
-    """Appends one JSON object per line to ``metrics.jsonl`` (readable while the run goes on)."""
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path, self.enabled = Path(path), enabled
-
-    def write(self, record: dict) -> None:
-        if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
 
 
 # Thresholds, from the teacher statistics of real runs (tests/fixtures/*.jsonl, docs/learning.md):

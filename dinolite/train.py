@@ -31,7 +31,8 @@ from .export import write_safetensors
 from .loss import DINOLoss, IBOTPatchLoss, koleo_loss, teacher_stats
 from .masking import sample_masks
 from .models import backbone_kwargs, build_backbone, build_student_teacher, ema_update
-from .monitor import CollapseMonitor, MetricsWriter
+from .loggers import MetricsWriter
+from .monitor import CollapseMonitor
 from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
 from .schedules import Plan, cosine, scaled_lr, teacher_temperature
 
@@ -185,7 +186,9 @@ class Pretrainer:
         self.generator = torch.Generator(self.device)  # reseeded every step, see step_seed
         self.step = 0
         self.after_step: Callable[[], None] | None = None  # e.g. the SLURM launcher's preemption check
-        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.dist.is_main)
+        t = cfg.train
+        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.dist.is_main, t.loggers,
+                                     OmegaConf.to_container(OmegaConf.structured(cfg)), t.wandb_project, t.wandb_mode)
         self.last_good: Path | None = None
         self.online = self._online_knn()
         self.baselines: dict[str, float] = {}
@@ -603,4 +606,5 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         skipped = f"{trainer.skipped} bad samples skipped{listed}; " if cfg.data.source in ("shards", "folder") else ""
         print(f"{state} at step {trainer.step}/{trainer.total_steps} in {time.time() - t0:.0f} s; {skipped}"
               f"run directory {trainer.run_dir}", flush=True)
+    trainer.metrics.close()  # TensorBoard / W&B: the run's records are all written
     return results

@@ -86,6 +86,11 @@ class FTTrainConfig:
     checkpoint_every_minutes: float = 10.0
     keep_checkpoints: int = 2
     stop_after_steps: int = 0  # stop (with a checkpoint) after this many steps of the whole command; 0 = run to the end
+    # Metrics always go to metrics.jsonl; "tensorboard" adds event files (<run>/tensorboard) and "wandb" a
+    # Weights & Biases run (<run>/wandb), offline unless wandb_mode says "online".
+    loggers: List[str] = field(default_factory=lambda: ["jsonl"])
+    wandb_project: str = "dinolite"
+    wandb_mode: str = "offline"
 
 
 @dataclass

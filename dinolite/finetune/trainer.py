@@ -17,7 +17,7 @@ from .. import checkpoint as ckpt
 from ..augment import EvalTransform
 from ..distributed import DistInfo, barrier
 from ..export import write_safetensors
-from ..monitor import MetricsWriter
+from ..loggers import MetricsWriter
 from ..schedules import cosine, scaled_lr
 from ..errors import TrainingDiverged
 from ..weights import load_into
@@ -93,7 +93,9 @@ class FinetuneTrainer:
         self.stop = min(self.total_steps, stop_at) if stop_at > 0 else self.total_steps
         self.step, self.history, self.last_good = 0, [], None
         self.final_logits: tuple[list[Tensor], Tensor] | None = None
-        self.metrics = MetricsWriter(self.out_dir / "metrics.jsonl", dist.is_main)
+        t = cfg.train
+        self.metrics = MetricsWriter(self.out_dir / "metrics.jsonl", dist.is_main, t.loggers, as_dict(cfg),
+                                     t.wandb_project, t.wandb_mode)
         self._resume()
 
     # ---- schedule, checkpoints ---------------------------------------------------------------
@@ -219,6 +221,7 @@ class FinetuneTrainer:
 
     def finish(self) -> tuple[list[Tensor], Tensor] | None:
         """Write the final test logits, then the model (its presence marks the model as done); rank 0."""
+        self.metrics.close()  # TensorBoard / W&B: the run's records are all written
         if not self.dist.is_main:
             return None
         logits = self.final_logits or self.predict()
