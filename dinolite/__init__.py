@@ -1,5 +1,11 @@
-"""dinolite: DINO self-supervised pretraining of timm ViTs with on-device multi-crop."""
+"""dinolite: DINO self-supervised pretraining of timm backbones with on-device multi-crop.
 
+The building blocks are importable from here (loaded on first use, so ``dinolite --help`` stays fast)::
+
+    from dinolite import MultiCrop, build_student_teacher, DINOLoss, DINOTrainer, knn_accuracy
+"""
+
+import importlib as _importlib
 import time as _time
 
 __version__ = "0.1.0"
@@ -7,9 +13,33 @@ __version__ = "0.1.0"
 # so the imports of torch and timm are inside the budget too.
 STARTED = _time.time()
 
+# public name -> module (relative to the package)
+_API = {
+    "MultiCrop": "augment", "EvalTransform": "augment", "AugmentConfig": "config", "ModelConfig": "config",
+    "Config": "config", "load_config": "config",
+    "DINOHead": "models", "DINOModel": "models", "build_student_teacher": "models", "build_backbone": "models",
+    "ema_update": "models",
+    "DINOLoss": "loss", "IBOTPatchLoss": "loss", "dino_cross_entropy": "loss", "sinkhorn_knopp": "loss",
+    "koleo_loss": "loss", "teacher_stats": "loss",
+    "block_mask": "masking", "sample_masks": "masking",
+    "cosine": "schedules", "teacher_temperature": "schedules", "scaled_lr": "schedules",
+    "knn_accuracy": "eval.knn", "knn_accuracies": "eval.knn",
+    "DINOTrainer": "loop", "pretrain": "train", "Pretrainer": "train",
+    "FashionMNIST": "data.fashion_mnist", "ImageFolder": "data.folder",
+    "export_backbone": "export", "resolve": "weights",
+}
+
+__all__ = ["__version__", "load_backbone", *_API]
+
 
 def load_backbone(path, checkpoint_key: str = "teacher"):
-    """A pretrained timm ViT (eval mode) from a run directory, checkpoint, export or official DINO file."""
+    """A pretrained timm backbone (eval mode) from a run directory, checkpoint, export or official DINO file."""
     from .weights import load_backbone as _load
 
     return _load(path, checkpoint_key)
+
+
+def __getattr__(name: str):
+    if name in _API:
+        return getattr(_importlib.import_module(f".{_API[name]}", __name__), name)
+    raise AttributeError(f"module 'dinolite' has no attribute {name!r}")

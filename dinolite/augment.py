@@ -214,10 +214,28 @@ class Crops:
 
 
 class MultiCrop(nn.Module):
-    """2 global + N local DINO views of a uint8 batch, on the batch's device."""
+    """2 global + N local DINO views of a uint8 batch, on the batch's device.
 
-    def __init__(self, cfg: AugmentConfig):
+    ``MultiCrop()`` is DINO's ViT-S/16 recipe; any :class:`AugmentConfig` field can be given as a keyword
+    (``MultiCrop(global_crops_size=32, local_crops_number=4, mean=[0.5], std=[0.5])``), on top of an
+    ``AugmentConfig`` or a dict of its fields.
+    """
+
+    def __init__(self, cfg: AugmentConfig | dict | None = None, **fields):
         super().__init__()
+        if not isinstance(cfg, AugmentConfig):
+            from dataclasses import fields as dc_fields
+
+            known = {f.name for f in dc_fields(AugmentConfig)}
+            given = {**(cfg or {}), **fields}
+            unknown = sorted(set(given) - known)
+            if unknown:
+                raise TypeError(f"MultiCrop got unknown augmentation settings {unknown}; known: {sorted(known)}")
+            cfg = AugmentConfig(**given)
+        elif fields:
+            from dataclasses import replace
+
+            cfg = replace(cfg, **fields)
         self.cfg = cfg
         self.register_buffer("mean", torch.tensor(cfg.mean).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(cfg.std).view(1, -1, 1, 1), persistent=False)
@@ -254,13 +272,18 @@ class MultiCrop(nn.Module):
         return (v - self.mean) / self.std
 
     @torch.no_grad()
-    def forward(self, images: Tensor, hw: Tensor, g: RNG) -> Crops:
-        """``images``: uint8 ``[B, C, S, S]`` (valid part ``hw``); ``g`` lives on their device.
+    def forward(self, images: Tensor, hw: Tensor | None = None, g: RNG | None = None) -> Crops:
+        """``images``: uint8 ``[B, C, S, S]`` (or float in [0, 1]), valid part ``hw`` (default: all of it);
+        ``g`` lives on their device (default: a generator seeded from torch's global RNG).
 
         ``g`` is a generator, or a :class:`GlobalBatchRNG` when the batch is one rank's share.
         """
         c = self.cfg
-        x = images.to(torch.float32).div_(255)
+        x = images.to(torch.float32).div_(255) if not images.is_floating_point() else images.to(torch.float32)
+        if hw is None:
+            hw = torch.tensor(images.shape[-2:], dtype=torch.int64).expand(len(images), 2)
+        if g is None:
+            g = torch.Generator(x.device).manual_seed(int(torch.randint(2**62, (1,))))
         hw = hw.to(x.device, non_blocking=True)  # once, not per resolution
         p1, p2, pl = c.blur_p
         globals_ = self._views(x, hw, 2, c.global_crops_size, c.global_crops_scale, [p1, p2],

@@ -157,13 +157,21 @@ class DINOModel(nn.Module):
         return Views(out, feats_all, patch_out)
 
 
-def build_student_teacher(cfg: ModelConfig, in_chans: int, img_size: int, ibot: bool = False,
-                          separate_patch_head: bool = False) -> tuple[DINOModel, DINOModel]:
+def build_student_teacher(cfg: ModelConfig | None = None, in_chans: int = 3, img_size: int = 224, ibot: bool = False,
+                          separate_patch_head: bool = False, **model_fields) -> tuple[DINOModel, DINOModel]:
     """Two independent models; the teacher starts as a copy of the student and never gets gradients.
+
+    ``cfg`` or :class:`ModelConfig` fields as keywords (``build_student_teacher(arch="vit_tiny_patch16_224",
+    patch_size=7, out_dim=1024, in_chans=1, img_size=28)``).
 
     The teacher has no drop path (it is evaluated as a whole network, as in DINO). With ``ibot`` both
     get a mask token (the teacher's is never used) and, with ``separate_patch_head``, a patch head.
     """
+
+    if cfg is None or model_fields:
+        from dataclasses import replace
+
+        cfg = replace(cfg or ModelConfig(), **model_fields)
 
     def head(dim: int) -> DINOHead:
         return DINOHead(dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.head_layers, cfg.norm_last_layer)
