@@ -27,6 +27,11 @@ def run(args: argparse.Namespace) -> int:
                         "(its features are extracted by all ranks)")
     s = setup(args)
     probe = ProbeFeatures(s.backbone, args.n_blocks, args.avgpool).to(s.device)
+    if s.is_main:
+        how = ("DINO's protocol: the classifier trains on random crops for every epoch (slow; --mode fast sweeps "
+               "learning rates on cached features in minutes)" if args.mode == "protocol"
+               else "fast: a learning-rate sweep on cached features, picked on a held-out part of train")
+        print(f"linear probe on the {probe.description} ({probe.dim} dims) of {s.spec.arch}; {how}", flush=True)
     args.n_blocks = probe.n_blocks
     kind = f"probe-n{args.n_blocks}-avg{int(args.avgpool)}" if probe.vit else "probe-pooled"
     test_x, test_y, _ = features(s, "test", probe, kind)

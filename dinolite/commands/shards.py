@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
     is_fmnist = args.source.partition(":")[0] in (FMNIST, "fashion-mnist")
     prefix = args.prefix or (args.split if is_fmnist else Path(args.source).resolve().name)
     samples = parse_source(args.source, args.split, args.subset)
-    manifest = write_shards(samples, Path(args.out), prefix, args.max_count, int(args.max_size))
+    manifest = write_shards(samples, Path(args.out), prefix, args.max_count, int(args.max_size),
+                            progress=not args.no_progress, total=getattr(samples, "total", None))
     print(f"wrote {manifest['total']} samples in {len(manifest['shards'])} shards "
           f"({prefix}-{0:06d}.tar ...) and {Path(args.out) / 'manifest.json'}", flush=True)
     if samples.left_out:
@@ -69,7 +70,7 @@ def register(sub) -> None:
     p.add_argument("--verify", metavar="DIR", default=None,
                    help="instead of writing: read every shard in DIR, count and decode its samples, compare with "
                         "its manifest (exit 1 when they differ)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (writing or verifying)")
     p.add_argument("--max-count", type=int, default=10000, help="samples per shard at most (default 10000)")
     p.add_argument("--max-size", type=float, default=1e9, help="bytes per shard at most (default 1e9)")
     p.add_argument("--split", choices=["train", "test"], default="train", help="Fashion-MNIST split (default train)")

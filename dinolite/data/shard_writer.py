@@ -89,7 +89,8 @@ def check_out_dir(out: Path, prefix: str) -> None:
                         f"run): choose another --out or delete them")
 
 
-def write_shards(source: SampleSource, out: Path, prefix: str, max_count: int, max_size: int) -> dict:
+def write_shards(source: SampleSource, out: Path, prefix: str, max_count: int, max_size: int,
+                 progress: bool = False, total: int | None = None) -> dict:
     """Write all samples into shards of at most ``max_count`` samples and about ``max_size`` bytes.
 
     A shard is closed before a sample that would take it past either limit (a single sample larger
@@ -102,8 +103,10 @@ def write_shards(source: SampleSource, out: Path, prefix: str, max_count: int, m
     shards: list[dict] = []
     current: _ShardFile | None = None
     max_side = 0
+    from tqdm import tqdm
+
     try:
-        for sample in source.samples:
+        for sample in tqdm(source.samples, desc="shards", unit="img", total=total, disable=not progress):
             if current is not None and (current.count >= max_count
                                         or current.bytes + _member_bytes(sample) + 2 * BLOCK > max_size):
                 shards.append(current.finish())

@@ -50,7 +50,9 @@ def extract_features(backbone: nn.Module, source: ImageSource, transform: EvalTr
     feats, labels = [], []
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     loader = eval_batches(source, batch_size, num_workers, pin_memory=device.type == "cuda", indices=indices)
-    for images, hw, y in tqdm(loader, desc=desc, disable=not progress or rank > 0, leave=False):
+    count = len(indices) if indices is not None else len(source)  # shard sets know their size from the manifest
+    total = -(-count // batch_size)
+    for images, hw, y in tqdm(loader, desc=desc, total=total, disable=not progress or rank > 0, leave=False):
         x = transform(images.to(device, non_blocking=True), hw)
         with autocast:
             feats.append(backbone(x).float())

@@ -213,8 +213,9 @@ class FinetuneTrainer:
             self.history.append(record)
             self.metrics.write(record)
             if self.progress:
+                names = [f"block {d}" for d in self.module.exit_depths[:-1]] + ["final"]
                 tqdm.write(f"{self.desc} epoch {record['epoch']}: test top-1 "
-                           + " / ".join(f"{a:.2f}" for a in record["test_top1"]) + " %")
+                           + ", ".join(f"{n} {a:.2f} %" for n, a in zip(names, record["test_top1"])))
             if self.step == self.total_steps:
                 self.final_logits = (logits, labels)
         barrier()

@@ -22,7 +22,7 @@ from tests.helpers import tiny_overrides
 
 def write(root, out, n, max_count, split="train"):
     code = main(["shards", f"fashion_mnist:{root}", "--out", str(out), "--split", split,
-                 "--subset", str(n), "--max-count", str(max_count)])
+                 "--subset", str(n), "--max-count", str(max_count), "--no-progress"])
     assert code == 0
     return json.loads((out / "manifest.json").read_text())
 
