@@ -142,3 +142,13 @@ def test_cli_runs_and_refuses_exit_blocks_outside_the_depth(runs, tmp_path, caps
     assert main(["finetune", "--no-progress", "--method", "consistency", *args]) == 0
     assert "| final classifier (block 4/4) |" in capsys.readouterr().out
     assert (tmp_path / "sup" / "results.md").is_file() and (tmp_path / "sup" / "model.safetensors").is_file()
+
+
+def test_epoch_lines_name_the_exit_of_each_figure(runs, tmp_path, capsys):
+    from dinolite.cli import main
+    from tests.finetune.helpers import ft_overrides
+
+    args = ft_overrides(tmp_path / "lw", runs["init"], "layerwise", **{"layerwise.exits": "[1,3]"})
+    assert main(["finetune", *args]) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if "epoch 1: test top-1" in line]
+    assert lines and all("block 1 " in line and "block 3 " in line and "final " in line for line in lines), lines
