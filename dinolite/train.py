@@ -367,8 +367,10 @@ class Pretrainer:
                     now = time.time()
                     n = self.step - last_log_step
                     due = (now - last_ckpt) / 60 >= cfg.train.checkpoint_every_minutes
-                    entropy, kl = teacher_stats(teacher_out, center, sched.teacher_temp, cfg.loss.centering,
-                                                cfg.loss.sinkhorn_iterations)
+                    # The teacher's own centred softmax, whatever loss.centering is: Sinkhorn-Knopp targets have a
+                    # uniform mean by construction (KL 0), which would read as a uniform collapse. The center is
+                    # kept up to date under Sinkhorn-Knopp too, so the monitor's thresholds mean the same thing.
+                    entropy, kl = teacher_stats(teacher_out, center, sched.teacher_temp)
                     flags = torch.stack([(~finite).float(), torch.tensor(float(due), device=self.device)])
                     # bad images so far: in the mean, so every rank sees the same figure and decides alike
                     bad = torch.tensor([float(self.loader.skipped_samples())], device=self.device)

@@ -102,3 +102,22 @@ def test_resume_with_ibot_switched_is_one_line(tmp_path, capsys):
     assert main(["pretrain", "--no-progress", *tiny_overrides(run, **{"loss.ibot_weight": 1.0})]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "trained with iBOT off" in err[0]
+
+
+def test_the_monitor_reads_the_centred_softmax_under_sinkhorn_knopp(tmp_path, monkeypatch):
+    """Sinkhorn-Knopp targets have a uniform mean by construction (KL 0 once balanced), which the monitor would
+    read as a uniform collapse (the options benchmark showed it); its statistics come from the centred softmax."""
+    import dinolite.train as train
+    from dinolite.loss import teacher_stats
+    from tests.helpers import tiny_config
+
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append((args[3:], kwargs))
+        return teacher_stats(*args, **kwargs)
+
+    monkeypatch.setattr(train, "teacher_stats", spy)
+    cfg = tiny_config(tmp_path, **{"loss.centering": "sinkhorn_knopp", "optim.epochs": 1, "eval.knn_at_end": False})
+    train.pretrain(cfg, progress=False)
+    assert len(calls) == 4 and all(extra == () and kwargs.get("centering", "center") == "center" for extra, kwargs in calls)
