@@ -44,7 +44,6 @@ def test_tiny_run_reports_all_four_parts(tmp_path):
 def test_baseline_views_follow_the_dino_recipe():
     """The torchvision baseline makes 2 global + N local normalised views, collated view-major."""
     bench = load_benchmark()
-    torch = pytest.importorskip("torch")
     from dinolite.config import AugmentConfig
 
     cfg = AugmentConfig(global_crops_size=24, local_crops_size=12, local_crops_number=3)
