@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import secrets
 from pathlib import Path
 
@@ -94,6 +95,29 @@ class MetricsWriter:
             f.write(json.dumps(record) + "\n")
         for sink in self.sinks:
             sink.write(record)
+
+    def drop_after(self, step: int) -> int:
+        """Remove the records past ``step`` (written after the checkpoint a run resumes from, so each step
+        appears once); returns how many went. Rewritten to a temporary file and renamed: never half a file."""
+        if not self.enabled or not self.path.is_file():
+            return 0
+        kept, dropped = [], 0
+        for line in self.path.read_text().splitlines():
+            try:
+                past = json.loads(line).get("step", 0) > step
+            except (ValueError, AttributeError):  # a line cut by a kill mid-write
+                past = True
+            dropped += past
+            if not past:
+                kept.append(line)
+        if dropped:
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            with open(tmp, "w") as f:
+                f.write("".join(line + "\n" for line in kept))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        return dropped
 
     def close(self) -> None:
         for sink in self.sinks:

@@ -231,6 +231,7 @@ class Pretrainer:
             self.ibot_loss.load_state_dict(state["ibot_loss"])
         self.step = int(state["step"])
         self.last_good = path
+        self.metrics.drop_after(self.step)  # records an interrupted run wrote after this checkpoint
         self._adopt_budget_plan(state["config"])
         if self.dist.is_main:
             saved_by = f" (saved by {state['world']} processes, resumed on {self.dist.world})" \
@@ -554,7 +555,10 @@ def pretrain(cfg: Config, progress: bool = True, setup: Callable[[Pretrainer], N
     preemption check in there). ``started`` (default: now) is when ``train.budget_minutes`` began
     to count. The process group, if any, is left when this returns or raises.
     """
-    with run_threads(cfg.train.threads):
+    from .distributed import read_rendezvous
+    from .run_lock import run_lock
+
+    with run_threads(cfg.train.threads), run_lock(cfg.train.output_dir, take=read_rendezvous().rank == 0):
         try:
             return _pretrain(cfg, progress, setup, started or time.time())
         finally:

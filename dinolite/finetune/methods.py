@@ -224,8 +224,11 @@ def _finetune(cfg: FinetuneConfig, progress: bool, dist: DistInfo | None) -> dic
                   progress and dist.is_main)
     if cfg.method == "layerwise":
         check_exit_blocks(ctx.exit_blocks(), init.depth)
-    run_dir = prepare_run_dir(cfg, dist.is_main)  # only a config that passed every check is saved
-    results = run_born_again(ctx, run_dir) if cfg.method == "born-again" else run_single(ctx, run_dir)
+    from ..run_lock import run_lock
+
+    with run_lock(cfg.train.output_dir, take=dist.is_main):  # one process owns the run directory
+        run_dir = prepare_run_dir(cfg, dist.is_main)  # only a config that passed every check is saved
+        results = run_born_again(ctx, run_dir) if cfg.method == "born-again" else run_single(ctx, run_dir)
     if results is not None and dist.is_main:
         md, _ = write_tables(run_dir, results)
         print(markdown(results), flush=True)
