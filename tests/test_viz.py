@@ -1,6 +1,5 @@
 """Attention maps (hook vs. timm's own probabilities, the 60 % mask) and the curves PNG."""
 
-import pytest
 import torch
 from PIL import Image
 

@@ -9,6 +9,7 @@ keys are accepted too (``--data eval.image_size=224``). The sources come from
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
