@@ -216,8 +216,9 @@ class Pretrainer:
             barrier()
 
     def _resume(self) -> None:
-        path, state = ckpt.latest_valid(self.run_dir)
+        path, state = ckpt.latest_valid(self.run_dir, move_aside=self.dist.is_main)
         if state is None:
+            ckpt.refuse_unreadable(self.run_dir)
             return
         if ("ibot_loss" in state) != (self.ibot_loss is not None):  # the model has a mask token or not
             was = "on (loss.ibot_weight > 0)" if "ibot_loss" in state else "off (loss.ibot_weight=0)"

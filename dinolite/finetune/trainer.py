@@ -123,8 +123,9 @@ class FinetuneTrainer:
         barrier()
 
     def _resume(self) -> None:
-        path, state = ckpt.latest_valid(self.out_dir)
+        path, state = ckpt.latest_valid(self.out_dir, move_aside=self.dist.is_main)
         if state is None:
+            ckpt.refuse_unreadable(self.out_dir)
             return
         load_into(self.module, state["model"], path)
         self.optimizer.load_state_dict(state["optimizer"])
