@@ -104,8 +104,9 @@ def teacher_stats(teacher_out: Tensor, center: Tensor, teacher_temp: float, cent
     return entropy, kl
 
 
-class DINOLoss(nn.Module):
-    """The DINO loss with its EMA center (a buffer, saved with checkpoints)."""
+class CenteredLoss(nn.Module):
+    """What the DINO and iBOT losses share: temperatures, the teacher targets, and an EMA center (a buffer,
+    saved with checkpoints) of the teacher's outputs over the global batch."""
 
     def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
                  centering: str = "center", sinkhorn_iterations: int = 3):
@@ -114,24 +115,33 @@ class DINOLoss(nn.Module):
         self.centering, self.sinkhorn_iterations = centering, sinkhorn_iterations
         self.register_buffer("center", torch.zeros(1, out_dim))
 
+    def targets(self, teacher_out: Tensor, teacher_temp: float) -> Tensor:
+        return teacher_targets(teacher_out, self.center, teacher_temp, self.centering, self.sinkhorn_iterations)
+
+    @torch.no_grad()
+    def update_center(self, teacher_out: Tensor) -> None:
+        """center <- m * center + (1 - m) * mean teacher output over the rows of the global batch (ranks may
+        hold different numbers of rows, as iBOT's masked patches; none anywhere leaves the center as it is)."""
+        stats = torch.cat([teacher_out.to(self.center.dtype).sum(dim=0),
+                           self.center.new_tensor([float(teacher_out.shape[0])])])
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(stats)
+        count = stats[-1]
+        mean = stats[:-1].unsqueeze(0) / count.clamp_min(1.0)
+        moved = self.center * self.center_momentum + mean * (1 - self.center_momentum)
+        self.center.copy_(torch.where(count > 0, moved, self.center))
+
+
+class DINOLoss(CenteredLoss):
+    """The DINO loss with its EMA center."""
+
     def forward(self, student_out: Tensor, teacher_out: Tensor, teacher_temp: float) -> Tensor:
-        p_t = teacher_targets(teacher_out, self.center, teacher_temp, self.centering, self.sinkhorn_iterations)
+        p_t = self.targets(teacher_out, teacher_temp)
         loss = dino_cross_entropy(student_out, teacher_out, self.center, self.student_temp, teacher_temp, p_teacher=p_t)
         # The center moves only after the loss used it: this step's teacher targets are centred
         # with the statistics of previous batches, never with their own.
         self.update_center(teacher_out)
         return loss
-
-    @torch.no_grad()
-    def update_center(self, teacher_out: Tensor) -> None:
-        """center <- m * center + (1 - m) * mean teacher output over the global batch."""
-        batch_sum = teacher_out.to(self.center.dtype).sum(dim=0, keepdim=True)
-        count = teacher_out.shape[0]
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(batch_sum)
-            count *= dist.get_world_size()
-        self.center.mul_(self.center_momentum).add_(batch_sum / count, alpha=1 - self.center_momentum)
-
 
 
 def ibot_cross_entropy(student_patch: Tensor, p_teacher: Tensor, mask: Tensor, student_temp: float) -> tuple[Tensor, Tensor]:
@@ -150,19 +160,12 @@ def ibot_cross_entropy(student_patch: Tensor, p_teacher: Tensor, mask: Tensor, s
     return (ce * weights).sum(), (per_crop > 0).sum()
 
 
-class IBOTPatchLoss(nn.Module):
+class IBOTPatchLoss(CenteredLoss):
     """iBOT's masked-patch loss with its own center (patch outputs are centred apart from the CLS ones)."""
-
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
-                 centering: str = "center", sinkhorn_iterations: int = 3):
-        super().__init__()
-        self.student_temp, self.center_momentum = student_temp, center_momentum
-        self.centering, self.sinkhorn_iterations = centering, sinkhorn_iterations
-        self.register_buffer("center", torch.zeros(1, out_dim))
 
     def forward(self, student_patch: Tensor, teacher_patch: Tensor, mask: Tensor, teacher_temp: float) -> Tensor:
         """``student_patch`` / ``teacher_patch``: ``[M, K]`` outputs at the masked patches of this rank's crops."""
-        p_t = teacher_targets(teacher_patch, self.center, teacher_temp, self.centering, self.sinkhorn_iterations)
+        p_t = self.targets(teacher_patch, teacher_temp)
         total, crops = ibot_cross_entropy(student_patch, p_t, mask, self.student_temp)
         crops, world = crops.to(torch.float32), 1
         if dist.is_available() and dist.is_initialized():
@@ -173,15 +176,3 @@ class IBOTPatchLoss(nn.Module):
         loss = total * world / crops.clamp_min(1.0)
         self.update_center(teacher_patch)  # after the loss, as for the CLS center
         return loss
-
-    @torch.no_grad()
-    def update_center(self, teacher_patch: Tensor) -> None:
-        """center <- m * center + (1 - m) * mean teacher output over the masked patches of the global batch."""
-        stats = torch.cat([teacher_patch.to(self.center.dtype).sum(dim=0),
-                           self.center.new_tensor([float(teacher_patch.shape[0])])])
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(stats)
-        count = stats[-1]
-        mean = stats[:-1].unsqueeze(0) / count.clamp_min(1.0)
-        moved = self.center * self.center_momentum + mean * (1 - self.center_momentum)
-        self.center.copy_(torch.where(count > 0, moved, self.center))  # no masked patch anywhere: keep it

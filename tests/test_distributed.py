@@ -188,18 +188,24 @@ def test_finetune_runs_under_torchrun_with_the_same_budget(tmp_path):
     assert 0 < two["top1"] <= 100
 
 
-def test_sinkhorn_knopp_two_processes_match_one(tmp_path):
-    """Sinkhorn-Knopp's sums are all-reduced: 2 processes give the 1-process targets, hence the same run."""
-    sk = {"loss.centering": "sinkhorn_knopp", "loss.sinkhorn_iterations": 3, "optim.epochs": 1}
+def assert_two_processes_match_one(tmp_path: Path, overrides: dict) -> Path:
+    """One epoch (4 steps) on 1 process and under torchrun on 2: the same losses, then the same weights."""
     one, two = tmp_path / "one", tmp_path / "two"
-    pretrain(tiny_config(one, **{**DDP, **sk}), progress=False)
-    out = torchrun(two, **sk)
+    pretrain(tiny_config(one, **{**DDP, **overrides}), progress=False)
+    out = torchrun(two, **overrides)
     assert out.returncode == 0, out.stderr[-3000:]
     ref, got = losses(one), losses(two)
     assert sorted(ref) == sorted(got) == [1, 2, 3, 4]
     for step in ref:
         assert got[step] == pytest.approx(ref[step], rel=1e-4, abs=1e-5), step
     assert_same_weights(one / "checkpoint-00000004.pt", two / "checkpoint-00000004.pt")
+    return one
+
+
+def test_sinkhorn_knopp_two_processes_match_one(tmp_path):
+    """Sinkhorn-Knopp's sums are all-reduced: 2 processes give the 1-process targets, hence the same run."""
+    assert_two_processes_match_one(tmp_path, {"loss.centering": "sinkhorn_knopp", "loss.sinkhorn_iterations": 3,
+                                              "optim.epochs": 1})
 
 
 @pytest.mark.parametrize("centering", ["center", "sinkhorn_knopp"])
@@ -209,13 +215,5 @@ def test_ibot_two_processes_match_one(tmp_path, centering):
     the ranks hold different numbers of masked patches."""
     ibot = {"loss.ibot_weight": 1.0, "loss.ibot_mask_probability": 0.5, "loss.ibot_separate_head": centering != "center",
             "loss.centering": centering, "optim.epochs": 1}
-    one, two = tmp_path / "one", tmp_path / "two"
-    pretrain(tiny_config(one, **{**DDP, **ibot}), progress=False)
-    out = torchrun(two, **ibot)
-    assert out.returncode == 0, out.stderr[-3000:]
-    ref, got = losses(one), losses(two)
-    assert sorted(ref) == sorted(got) == [1, 2, 3, 4]
-    for step in ref:
-        assert got[step] == pytest.approx(ref[step], rel=1e-4, abs=1e-5), step
-    assert_same_weights(one / "checkpoint-00000004.pt", two / "checkpoint-00000004.pt")
+    one = assert_two_processes_match_one(tmp_path, ibot)
     assert "ibot_center" in weights(one / "checkpoint-00000004.pt")
