@@ -9,9 +9,9 @@ CUDA) built by dinolite's ``Pretrainer`` from a ``data.source=shards`` config:
   (a) baseline: DINO's multi-crop as torchvision.transforms.v2 on PIL images (RandomResizedCrop,
       flip, ColorJitter p=0.8, grayscale p=0.2, PIL Gaussian blur with the per-view rates, solarize
       on the 2nd global view), decoded from the same shards by webdataset in DataLoader workers,
-      feeding the same step (``Pretrainer.train_step`` with the crops handed in);
+      feeding the same step (``Pretrainer.model_step`` with the crops handed in);
   (b) dinolite's ``MultiCrop`` alone, on a uint8 batch already on the device;
-  (c) the model step alone (``Pretrainer.train_step`` with crops already on the device): student and
+  (c) the model step alone (``Pretrainer.model_step`` with crops already on the device): student and
       teacher forward, DINO loss, backward, clipping, AdamW, teacher EMA;
   (d) dinolite end to end: ``Pretrainer.train_step`` over ``Pretrainer.loader`` (shards decoded to
       bounded uint8 by CPU workers, one copy to the device, on-device multi-crop, the step).
@@ -51,7 +51,8 @@ from dinolite.augment import Crops
 from dinolite.config import load_config
 from dinolite.data.shard_writer import Sample, SampleSource, write_shards
 from dinolite.data.shards import ShardLoader
-from dinolite.train import Pretrainer, Schedule, run_threads, to_device_ahead
+from dinolite.engine.runtime import run_threads, to_device_ahead
+from dinolite.train import Pretrainer, Schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_images import load_photo, random_size, synthetic_picture  # noqa: E402
@@ -168,18 +169,6 @@ def baseline_loader(shard_dir: Path, cfg, batch: int, workers: int, pin: bool):
 
 
 # ---- helpers around the real Pretrainer ----------------------------------------------------------
-
-class GivenCrops:
-    """Stands in for ``Pretrainer.augment``: returns the crops set in ``self.crops``, copied to the device."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.crops = device, None
-
-    def __call__(self, images, hw, generator) -> Crops:
-        g, loc = self.crops
-        return Crops(g.to(self.device, non_blocking=True),
-                     None if loc is None else loc.to(self.device, non_blocking=True))
-
 
 class TimedAugment:
     """Wraps ``MultiCrop``: records the device time of each call (CUDA events: no host synchronisation)."""
@@ -415,18 +404,14 @@ class Bench:
         self.freeze = 0  # no frozen last layer: the steady-state step
         self.sched = Schedule.at(self.cfg, 0, t.plan, t.global_batch)
         self.multicrop = t.augment
-        images, hw = next(iter(ShardLoader(t.source, args.batch, seed=1).epoch(0)))
+        images, hw, _ = next(iter(ShardLoader(t.source, args.batch, seed=1).epoch(0)))
         self.images, self.hw = images.to(self.device), hw.to(self.device)
         crops = self.multicrop(self.images, self.hw, t.generator)
-        self.given = GivenCrops(self.device)
         self.device_crops = (crops.globals_, crops.locals_)
-        self.placeholder = torch.empty(0, device=self.device)  # train_step's images when crops are given
 
         # FLOPs counted once, eagerly: one whole step (forward, loss, backward; AdamW and EMA hold no
         # matrix products) and one MultiCrop call (where only the blur convolutions count).
-        self.given.crops = self.device_crops
-        t.augment = self.given
-        self.step_flops = count_flops(lambda: t.train_step(self.placeholder, self.hw, self.sched, self.freeze))
+        self.step_flops = count_flops(lambda: t.model_step(Crops(*self.device_crops), self.sched, self.freeze))
         self.aug_flops = count_flops(lambda: self.multicrop(self.images, self.hw, t.generator))
         self.result["model_gflop_per_image"] = round(self.step_flops / args.batch / 1e9, 2)
         print(f"model: {args.arch}, out_dim {args.out_dim}, {self.step_flops / 1e12:.3f} TFLOP per step of "
@@ -445,7 +430,15 @@ class Bench:
 
     def train_step(self, images: torch.Tensor, hw: torch.Tensor) -> None:
         self.trainer.train_step(images, hw, self.sched, self.freeze)
-        self.trainer.step += 1  # as fit() does (the step number may seed augmentation and drop path)
+        self.trainer.step += 1  # as the engine's loop does (the step number seeds augmentation and drop path)
+
+    def given_crops_step(self, crops) -> None:
+        """The model step alone (``Pretrainer.model_step``) on crops made elsewhere, copied to the device."""
+        g, loc = crops
+        self.trainer.model_step(Crops(g.to(self.device, non_blocking=True),
+                                      None if loc is None else loc.to(self.device, non_blocking=True)),
+                                self.sched, self.freeze)
+        self.trainer.step += 1
 
     def record(self, key: str, what: str, seconds: float, flops: int, **extra) -> None:
         a = self.args
@@ -469,14 +462,13 @@ class Bench:
         """(a) torchvision multi-crop in DataLoader workers, crops handed to the same step."""
         a = self.args
         it = iter(baseline_loader(self.shard_dir, self.cfg, a.batch, a.workers, self.device.type == "cuda"))
-        self.trainer.augment = self.given
         wait = [0.0]
 
         def step(_i):
             t0 = time.perf_counter()
-            self.given.crops = next(it)
+            crops = next(it)
             wait[0] += time.perf_counter() - t0
-            self.train_step(self.placeholder, self.hw)
+            self.given_crops_step(crops)
 
         seconds = self.measure(step, self.warm_loader, on_start=lambda: wait.__setitem__(0, 0.0))
         self.record("a_cpu_baseline",
@@ -494,10 +486,8 @@ class Bench:
 
     def model_step(self) -> None:
         """(c) The step with the crops already on the device."""
-        self.trainer.augment = self.given
-        self.given.crops = self.device_crops
-        seconds = self.measure(lambda i: self.train_step(self.placeholder, self.hw), self.args.warmup)
-        self.record("c_model_step", "Pretrainer.train_step with the crops already on the device (student + "
+        seconds = self.measure(lambda i: self.given_crops_step(self.device_crops), self.args.warmup)
+        self.record("c_model_step", "Pretrainer.model_step with the crops already on the device (student + "
                     "teacher forward, DINO loss, backward, clip, AdamW, EMA)", seconds, self.step_flops)
 
     def end_to_end(self) -> None:
@@ -512,7 +502,7 @@ class Bench:
 
         def step(_i):
             t0 = time.perf_counter()
-            images, hw = next(batches)
+            images, hw, _ = next(batches)
             wait[0] += time.perf_counter() - t0
             self.train_step(images, hw)
 

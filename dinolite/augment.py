@@ -51,18 +51,19 @@ class GlobalBatchRNG:
 RNG = torch.Generator | GlobalBatchRNG
 
 
-def _rand(g: RNG, n: int, *extra: int) -> Tensor:
+def draw(g: RNG, n: int, *extra: int) -> Tensor:
+    """``[n, *extra]`` uniforms from a generator, or this rank's rows of a global batch's draw."""
     if isinstance(g, GlobalBatchRNG):
         return g.rand(n, *extra)
     return torch.rand(n, *extra, generator=g, device=g.device)
 
 
 def _uniform(n: int, low: float, high: float, g: RNG) -> Tensor:
-    return _rand(g, n) * (high - low) + low
+    return draw(g, n) * (high - low) + low
 
 
 def _bernoulli(p: Tensor | float, n: int, g: RNG) -> Tensor:
-    return _rand(g, n) < p
+    return draw(g, n) < p
 
 
 def sample_crop_boxes(hw: Tensor, scale: tuple[float, float], g: RNG,
@@ -76,9 +77,9 @@ def sample_crop_boxes(hw: Tensor, scale: tuple[float, float], g: RNG,
     n = hw.shape[0]
     h, w = hw[:, 0:1].to(torch.float32), hw[:, 1:2].to(torch.float32)
     area = (h * w).expand(n, _ATTEMPTS)
-    target = area * (_rand(g, n, _ATTEMPTS) * (scale[1] - scale[0]) + scale[0])
+    target = area * (draw(g, n, _ATTEMPTS) * (scale[1] - scale[0]) + scale[0])
     log_lo, log_hi = math.log(ratio[0]), math.log(ratio[1])
-    log_r = _rand(g, n, _ATTEMPTS) * (log_hi - log_lo) + log_lo
+    log_r = draw(g, n, _ATTEMPTS) * (log_hi - log_lo) + log_lo
     aspect = torch.exp(log_r)
     bw, bh = torch.sqrt(target * aspect), torch.sqrt(target / aspect)
     fits = (bw <= w) & (bh <= h)
@@ -91,7 +92,7 @@ def sample_crop_boxes(hw: Tensor, scale: tuple[float, float], g: RNG,
     fb_h = torch.where(in_ratio < ratio[0], w1 / ratio[0], h1)
     any_fit = fits.any(dim=1)
     bw, bh = torch.where(any_fit, bw, fb_w), torch.where(any_fit, bh, fb_h)
-    u = _rand(g, n, 2)
+    u = draw(g, n, 2)
     x1 = torch.where(any_fit, u[:, 0] * (w1 - bw), (w1 - bw) / 2)
     y1 = torch.where(any_fit, u[:, 1] * (h1 - bh), (h1 - bh) / 2)
     return torch.stack([x1, y1, x1 + bw, y1 + bh], dim=1)
@@ -221,6 +222,9 @@ class MultiCrop(nn.Module):
     ``AugmentConfig`` or a dict of its fields.
     """
 
+    mean: Tensor  # buffers
+    std: Tensor
+
     def __init__(self, cfg: AugmentConfig | dict | None = None, **fields):
         super().__init__()
         if not isinstance(cfg, AugmentConfig):
@@ -256,14 +260,14 @@ class MultiCrop(nn.Module):
             ct = torch.where(jitter, _uniform(n, max(0.0, 1 - c.contrast), 1 + c.contrast, g), ident)
             s = torch.where(jitter, _uniform(n, max(0.0, 1 - c.saturation), 1 + c.saturation, g), ident)
             h = torch.where(jitter, _uniform(n, -c.hue, c.hue, g), ident - 1) if c.hue > 0 else None
-            order = _rand(g, n, 4).argsort(dim=1)
+            order = draw(g, n, 4).argsort(dim=1)
             v = color_jitter(v, br, ct, s, h, order)
         if v.shape[1] == 3 and c.grayscale_p > 0:
             gray = _bernoulli(c.grayscale_p, n, g).view(-1, 1, 1, 1)
             v = torch.where(gray, rgb_to_grayscale(v).expand_as(v), v)
         per_view = lambda p: _per_view(p, b, x.device)  # noqa: E731
         blur = _bernoulli(per_view(blur_p), n, g).view(-1, 1, 1, 1)
-        sigma = _uniform(n, *c.blur_sigma, g)
+        sigma = _uniform(n, c.blur_sigma[0], c.blur_sigma[1], g)
         if max(blur_p) > 0:
             v = torch.where(blur, gaussian_blur(v, sigma, c.blur_sigma[1]), v)
         solar = _bernoulli(per_view(solarize_p), n, g).view(-1, 1, 1, 1)
@@ -300,6 +304,9 @@ class EvalTransform(nn.Module):
 
     The on-device equivalent of DINO's Resize(256) + CenterCrop(224) (crop_ratio = 224 / 256).
     """
+
+    mean: Tensor  # buffers
+    std: Tensor
 
     def __init__(self, size: int, crop_ratio: float, mean, std):
         super().__init__()

@@ -29,7 +29,8 @@ def positive(name: str, value: float, note: str = "") -> Check:
 def data_checks(d) -> list[Check]:
     """``DataConfig``: the source, worker and subset counts, and the bad-sample limit."""
     return [
-        (d.source in ("folder", "fashion_mnist", "shards"), "data.source must be 'folder', 'fashion_mnist' or 'shards'"),
+        (d.source in ("folder", "fashion_mnist", "shards"),
+         "data.source must be 'folder', 'fashion_mnist' or 'shards'"),
         (d.source != "shards" or not (d.subset or d.test_subset),
          "data.subset/test_subset do not apply to shards: write fewer samples with 'dinolite shards --subset N'"),
         at_least("data.num_workers", d.num_workers, 0, " (0 = load in the main process)"),

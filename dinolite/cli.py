@@ -6,9 +6,11 @@ import argparse
 import sys
 
 from .commands import attention, export, finetune, knn, linear, plot, pretrain, shards
+from .engine.files import WriteFailed
 from .errors import TrainingDiverged, UserError, one_line
 
-COMMANDS = [pretrain, shards, knn, linear, export, attention, plot, finetune]  # each module registers its own subcommand
+# each module registers its own subcommand
+COMMANDS = [pretrain, shards, knn, linear, export, attention, plot, finetune]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,6 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except TrainingDiverged as err:
         print(f"dinolite{_rank_tag()}: training stopped: {err}", file=sys.stderr)
+        return 1
+    except WriteFailed as err:  # disk full, permissions: the files written before are intact
+        print(f"dinolite{_rank_tag()}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("dinolite: interrupted; resume with the same command", file=sys.stderr)

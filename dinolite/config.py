@@ -6,16 +6,18 @@ a recipe YAML only lists what it changes.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
+from typing import cast
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError
+from .overrides import apply as apply_overrides
+from .overrides import omegaconf_problem as _one_line
+from .overrides import yaml_problem as _yaml_problem
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 DEFAULT_RECIPE = "quickstart"
@@ -42,10 +44,10 @@ class DataConfig:
 @dataclass
 class AugmentConfig:
     global_crops_size: int = 224
-    global_crops_scale: List[float] = field(default_factory=lambda: [0.4, 1.0])
+    global_crops_scale: list[float] = field(default_factory=lambda: [0.4, 1.0])
     local_crops_number: int = 8
     local_crops_size: int = 96
-    local_crops_scale: List[float] = field(default_factory=lambda: [0.05, 0.4])
+    local_crops_scale: list[float] = field(default_factory=lambda: [0.05, 0.4])
     flip_p: float = 0.5
     jitter_p: float = 0.8
     brightness: float = 0.4
@@ -54,21 +56,21 @@ class AugmentConfig:
     hue: float = 0.1
     grayscale_p: float = 0.2
     # Gaussian blur probability on global view 1, global view 2, every local view.
-    blur_p: List[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])
-    blur_sigma: List[float] = field(default_factory=lambda: [0.1, 2.0])
+    blur_p: list[float] = field(default_factory=lambda: [1.0, 0.1, 0.5])
+    blur_sigma: list[float] = field(default_factory=lambda: [0.1, 2.0])
     solarize_p: float = 0.2  # global view 2 only
-    mean: List[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: List[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
 
 
 @dataclass
 class ModelConfig:
     arch: str = "vit_small_patch16_224"  # any timm ViT, or any timm CNN (resnet50, convnext_tiny, ...)
-    patch_size: Optional[int] = None  # ViT overrides of the timm architecture (None = timm's value)
-    embed_dim: Optional[int] = None
-    depth: Optional[int] = None
-    num_heads: Optional[int] = None
-    reg_tokens: Optional[int] = None  # register tokens (Darcet et al. 2024); excluded from CLS and attention maps
+    patch_size: int | None = None  # ViT overrides of the timm architecture (None = timm's value)
+    embed_dim: int | None = None
+    depth: int | None = None
+    num_heads: int | None = None
+    reg_tokens: int | None = None  # register tokens (Darcet et al. 2024); excluded from CLS and attention maps
     drop_path_rate: float = 0.1  # student only; the teacher has none
     out_dim: int = 65536
     hidden_dim: int = 2048
@@ -85,8 +87,8 @@ class LossConfig:
     # The teacher-temperature warm-up: in epochs, or in steps, or as a fraction of the run (one of the two
     # last, when set, replaces the epochs; see schedules.span_steps).
     warmup_teacher_temp_epochs: float = 0
-    warmup_teacher_temp_steps: Optional[int] = None
-    warmup_teacher_temp_fraction: Optional[float] = None
+    warmup_teacher_temp_steps: int | None = None
+    warmup_teacher_temp_fraction: float | None = None
     center_momentum: float = 0.9
     # How the teacher is kept from collapsing: "center" (DINO: subtract an EMA of its mean output) or
     # "sinkhorn_knopp" (dinov2 / SwAV: targets with equal mass on every output dimension over the batch).
@@ -98,7 +100,7 @@ class LossConfig:
     # block-wise masks, and its patch-head outputs at the masked patches learn the teacher's (unmasked)
     # outputs there, with their own center. 0 = off. ViTs only.
     ibot_weight: float = 0.0
-    ibot_mask_ratio: List[float] = field(default_factory=lambda: [0.1, 0.5])  # of a masked crop's patches (dinov2)
+    ibot_mask_ratio: list[float] = field(default_factory=lambda: [0.1, 0.5])  # of a masked crop's patches (dinov2)
     ibot_mask_probability: float = 0.5  # fraction of the global crops that are masked (dinov2)
     ibot_separate_head: bool = False  # a patch head of its own, or the DINO head shared (dinov2's default)
 
@@ -107,21 +109,21 @@ class LossConfig:
 class OptimConfig:
     optimizer: str = "adamw"  # "adamw" (DINO's ViTs) or "sgd" (momentum 0.9; DINO's ResNet-50 command)
     epochs: int = 100
-    total_steps: Optional[int] = None  # the run's length in steps, instead of epochs (a time budget sets it)
+    total_steps: int | None = None  # the run's length in steps, instead of epochs (a time budget sets it)
     batch_size: int = 1024  # the global batch, split equally over the processes; the LR rule scales with it
     lr: float = 0.0005  # peak LR for a global batch of 256 (linear scaling rule)
     min_lr: float = 1e-6
     # Durations come in three forms: epochs (the DINO recipes), steps, or a fraction of the run's steps;
     # a set ``*_steps`` or ``*_fraction`` replaces the epochs (at most one of the two).
     warmup_epochs: float = 10
-    warmup_steps: Optional[int] = None
-    warmup_fraction: Optional[float] = None
+    warmup_steps: int | None = None
+    warmup_fraction: float | None = None
     weight_decay: float = 0.04
     weight_decay_end: float = 0.4
     clip_grad: float = 3.0  # 0 disables clipping
     freeze_last_layer: float = 1  # epochs during which the head's last layer gets no update
-    freeze_last_layer_steps: Optional[int] = None
-    freeze_last_layer_fraction: Optional[float] = None
+    freeze_last_layer_steps: int | None = None
+    freeze_last_layer_fraction: float | None = None
     momentum_teacher: float = 0.996  # cosine schedule from this value to 1
 
 
@@ -137,12 +139,13 @@ class TrainConfig:
     # steps are timed on this machine and fix optim.total_steps, which is saved so a resume is exact.
     budget_minutes: float = 0.0
     stop_after_steps: int = 0  # stop (with a checkpoint) after this global step; 0 = run to the end
+    resume_schedule_change: bool = False  # accept a resume with another optim.epochs / total_steps / batch_size
     collapse_patience: int = 5  # log intervals of a sustained collapse (after the warm-up) before warning
     threads: int = 0  # torch CPU threads (0 = torch's default)
     compile: bool = False  # torch.compile the student and teacher backbones (one graph per crop size)
     # Metrics always go to metrics.jsonl; "tensorboard" adds event files (<run>/tensorboard) and "wandb" a
     # Weights & Biases run (<run>/wandb), offline unless wandb_mode says "online".
-    loggers: List[str] = field(default_factory=lambda: ["jsonl"])
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
     wandb_project: str = "dinolite"
     wandb_mode: str = "offline"
 
@@ -176,19 +179,6 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def _yaml_problem(err: yaml.YAMLError) -> str:
-    """The one-line gist of a YAML error: what went wrong and where."""
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    mark = getattr(err, "problem_mark", None)
-    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else problem
-
-
-def _one_line(err: OmegaConfBaseException) -> str:
-    msg = str(getattr(err, "msg", None) or err).strip().splitlines()[0]
-    key = getattr(err, "full_key", None)
-    return f"{msg} (key '{key}')" if key and key not in msg else msg
-
-
 def recipe_path(name_or_path: str | None) -> Path:
     """Resolve a recipe: a YAML path, or the name of a recipe shipped in configs/."""
     if name_or_path is None:
@@ -217,21 +207,10 @@ def merge_recipe(schema: type, path: Path, overrides: list[str] | None, keys_hin
         raise UserError(f"{path} holds a YAML {type(loaded).__name__.replace('Config', '').lower()}, not a mapping of "
                         f"sections (data:, model:, ...): fix the recipe file")
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(schema), loaded)
+        cfg = cast(DictConfig, OmegaConf.merge(OmegaConf.structured(schema), loaded))
     except OmegaConfBaseException as err:
         raise UserError(f"{path}: {_one_line(err)}; fix the recipe file (is it a {schema.__name__} recipe?)") from None
-    bad = [o for o in overrides or [] if "=" not in o or o.startswith("=")]
-    if bad:
-        raise UserError(f"override {bad[0]!r} is not key=value: write e.g. optim.epochs=10")
-    for override in overrides or []:
-        try:
-            cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([override]))
-        except yaml.YAMLError as err:
-            raise UserError(f"override {override!r} is not a valid value ({_yaml_problem(err)}): "
-                            f"quote it or close its brackets, e.g. key=[1,2]") from None
-        except (OmegaConfBaseException, ValueError, TypeError) as err:
-            text = _one_line(err) if isinstance(err, OmegaConfBaseException) else str(err).splitlines()[0]
-            raise UserError(f"bad override {override!r}: {text}; see {keys_hint} for the keys and types") from None
+    cfg = apply_overrides(cfg, overrides or [], "override", keys_hint, "optim.epochs=10")
     if cfg.recipe == "custom":
         cfg.recipe = path.stem
     return cfg
@@ -239,7 +218,7 @@ def merge_recipe(schema: type, path: Path, overrides: list[str] | None, keys_hin
 
 def load_config(config: str | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults <- recipe YAML <- ``key=value`` overrides, type-checked, as a plain dataclass."""
-    out: Config = OmegaConf.to_object(merge_recipe(Config, recipe_path(config), overrides, "configs/*.yaml"))
+    out = cast(Config, OmegaConf.to_object(merge_recipe(Config, recipe_path(config), overrides, "configs/*.yaml")))
     validate(out)
     return out
 
@@ -264,9 +243,10 @@ def validate(cfg: Config) -> None:
         at_least("augment.local_crops_number", a.local_crops_number, 0),
         at_least("augment.global_crops_size", a.global_crops_size, 1),
         at_least("augment.local_crops_size", a.local_crops_size, 1),
-        (patch is None or patch < 1 or (a.global_crops_size >= patch and (a.local_crops_number == 0 or a.local_crops_size >= patch)),
-         f"augment.global_crops_size ({a.global_crops_size}) and augment.local_crops_size ({a.local_crops_size}) must be "
-         f"at least the patch size ({patch}): raise the crop sizes or lower model.patch_size"),
+        (patch is None or patch < 1
+         or (a.global_crops_size >= patch and (a.local_crops_number == 0 or a.local_crops_size >= patch)),
+         f"augment.global_crops_size ({a.global_crops_size}) and augment.local_crops_size ({a.local_crops_size}) "
+         f"must be at least the patch size ({patch}): raise the crop sizes or lower model.patch_size"),
         *[probability(f"augment.{k}", getattr(a, k)) for k in ("flip_p", "jitter_p", "grayscale_p", "solarize_p")],
         (len(a.blur_p) == 3, "augment.blur_p must list 3 probabilities: global 1, global 2, local"),
         *[probability("augment.blur_p", p) for p in a.blur_p],
@@ -275,13 +255,15 @@ def validate(cfg: Config) -> None:
         (len(a.blur_sigma) == 2 and finite(*a.blur_sigma) and 0 < a.blur_sigma[0] <= a.blur_sigma[1],
          "augment.blur_sigma must be [low, high] > 0"),
         (len(a.mean) == len(a.std) and len(a.mean) in (1, 3), "augment.mean/std must both have 1 or 3 values"),
-        (all(finite(s) and s > 0 for s in a.std) and finite(*a.mean), "augment.std values must be > 0 (and mean finite)"),
+        (all(finite(s) and s > 0 for s in a.std) and finite(*a.mean),
+         "augment.std values must be > 0 (and mean finite)"),
         *[at_least(f"model.{k}", getattr(m, k), 1) for k in ("patch_size", "embed_dim", "depth", "num_heads")
           if getattr(m, k) is not None],
         (m.embed_dim is None or m.num_heads is None or m.num_heads < 1 or m.embed_dim % m.num_heads == 0,
          f"model.embed_dim ({m.embed_dim}) must be a multiple of model.num_heads ({m.num_heads})"),
         (m.reg_tokens is None or m.reg_tokens >= 0, "model.reg_tokens must be >= 0"),
-        (finite(m.drop_path_rate) and 0 <= m.drop_path_rate < 1, f"model.drop_path_rate must be in [0, 1), not {m.drop_path_rate}"),
+        (finite(m.drop_path_rate) and 0 <= m.drop_path_rate < 1,
+         f"model.drop_path_rate must be in [0, 1), not {m.drop_path_rate}"),
         (m.out_dim >= 2 and m.head_layers >= 1, "model.out_dim must be >= 2 and model.head_layers >= 1"),
         at_least("model.hidden_dim", m.hidden_dim, 1),
         at_least("model.bottleneck_dim", m.bottleneck_dim, 1),
@@ -291,7 +273,8 @@ def validate(cfg: Config) -> None:
         at_least("loss.sinkhorn_iterations", lc.sinkhorn_iterations, 1),
         at_least("loss.koleo_weight", lc.koleo_weight, 0, " (0 = off)"),
         at_least("loss.ibot_weight", lc.ibot_weight, 0, " (0 = off)"),
-        (len(lc.ibot_mask_ratio) == 2 and finite(*lc.ibot_mask_ratio) and 0 <= lc.ibot_mask_ratio[0] <= lc.ibot_mask_ratio[1] <= 1,
+        (len(lc.ibot_mask_ratio) == 2 and finite(*lc.ibot_mask_ratio)
+         and 0 <= lc.ibot_mask_ratio[0] <= lc.ibot_mask_ratio[1] <= 1,
          "loss.ibot_mask_ratio must be [low, high] with 0 <= low <= high <= 1"),
         probability("loss.ibot_mask_probability", lc.ibot_mask_probability),
         (o.optimizer in ("adamw", "sgd"), "optim.optimizer must be adamw or sgd"),
@@ -325,25 +308,30 @@ def validate(cfg: Config) -> None:
 def _span_checks(cfg: Config) -> list[tuple[bool, str]]:
     """Each warm-up / freeze span: non-negative, given in at most one of steps and fraction."""
     out = []
-    for section, name, epochs in (("optim", "warmup", "warmup_epochs"), ("optim", "freeze_last_layer", "freeze_last_layer"),
-                                  ("loss", "warmup_teacher_temp", "warmup_teacher_temp_epochs")):
+    spans = (("optim", "warmup", "warmup_epochs"), ("optim", "freeze_last_layer", "freeze_last_layer"),
+             ("loss", "warmup_teacher_temp", "warmup_teacher_temp_epochs"))
+    for section, name, epochs in spans:
         part = getattr(cfg, section)
         steps, fraction = getattr(part, f"{name}_steps"), getattr(part, f"{name}_fraction")
         out += [(getattr(part, epochs) >= 0, f"{section}.{epochs} must be >= 0"),
-                (steps is None or fraction is None, f"{section}.{name}_steps and {section}.{name}_fraction are both set: keep one"),
+                (steps is None or fraction is None,
+                 f"{section}.{name}_steps and {section}.{name}_fraction are both set: keep one"),
                 (steps is None or steps >= 0, f"{section}.{name}_steps must be >= 0"),
                 (fraction is None or 0 <= fraction <= 1, f"{section}.{name}_fraction must be in [0, 1]")]
     return out
 
 
+def as_dict(cfg) -> dict:
+    """A config dataclass (or one of its sections) as plain containers (checkpoints, JSON and loggers
+    hold no dataclasses)."""
+    return cast(dict, OmegaConf.to_container(OmegaConf.structured(cfg)))
+
+
 def save_config(cfg, path: Path) -> None:
     """A resolved config (any of the config dataclasses) as YAML, written to a temporary name and renamed."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .engine.files import write_text
+
+    write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 
 
 def read_saved_config(path: Path, schema: type | None = None):
@@ -354,22 +342,3 @@ def read_saved_config(path: Path, schema: type | None = None):
     except OmegaConfBaseException as err:
         raise UserError(f"{path}: {_one_line(err)}; the run directory's config is not a {schema.__name__}") from None
     return OmegaConf.to_object(merged)
-
-
-def prepare_run_dir(cfg, is_main: bool, identity: tuple[str, ...] = ("recipe",)) -> Path:
-    """Create ``cfg.train.output_dir``, refuse one that holds another run, save the resolved config.
-
-    Another run is one whose saved config differs in any of the ``identity`` fields.
-    """
-    run_dir = Path(cfg.train.output_dir)
-    saved = run_dir / "config.yaml"
-    if saved.is_file():
-        old = read_saved_config(saved, type(cfg))
-        for key in identity:
-            if getattr(old, key) != getattr(cfg, key):
-                raise UserError(f"{run_dir} holds a run with {key} {getattr(old, key)!r}, not {getattr(cfg, key)!r}: "
-                                f"pass train.output_dir=<new folder>, or the same {key} to resume it")
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, saved)
-    return run_dir

@@ -17,18 +17,17 @@ is a no-op, anything else is refused.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
+from .config import as_dict
+from .engine.files import write_bytes, write_text
 from .errors import UserError
 from .weights import EXPORT_JSON, EXPORT_WEIGHTS, BackboneSpec
-
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
@@ -66,7 +65,7 @@ def export_info(spec: BackboneSpec) -> dict:
         "format": "dinolite-export-1",
     }
     if spec.config is not None:
-        cfg = OmegaConf.to_container(OmegaConf.structured(spec.config))
+        cfg = as_dict(spec.config)
         info["dinolite_config"] = {k: cfg[k] for k in ("model", "data", "augment", "eval")}
         info["mean"], info["std"] = cfg["augment"]["mean"], cfg["augment"]["std"]
     return info
@@ -75,13 +74,7 @@ def export_info(spec: BackboneSpec) -> dict:
 def write_safetensors(state: dict, path: Path, metadata: dict | None = None) -> None:
     """Contiguous CPU tensors, written to a temporary name and renamed (never a partial file)."""
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o644)  # safetensors creates its files readable by the owner only
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_bytes(path, save(tensors, metadata=metadata))
 
 
 def _same_export(out: Path, info_text: str, state: dict) -> bool:
@@ -113,7 +106,7 @@ def export_backbone(spec: BackboneSpec, out: str | Path) -> Path:
                             f"(nothing is overwritten)")
     out.mkdir(parents=True, exist_ok=True)
     write_safetensors(state, out / EXPORT_WEIGHTS, {"timm_model": spec.arch})
-    (out / EXPORT_JSON).write_text(info_text)
+    write_text(out / EXPORT_JSON, info_text)
     return out
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, cast
 
 from omegaconf import OmegaConf
 
@@ -28,15 +30,15 @@ class PretrainJob:
 
     def __init__(self, config: dict[str, Any]):
         self.config = config  # the resolved config as plain containers (picklable, YAML-able)
-        self._trainer = None
+        self._trainer: Any = None  # the running PretrainTrainer (set by pretrain's setup hook)
         self._pending: int | None = None
-        self._submitit_handler = None
+        self._submitit_handler: Callable[[int, FrameType | None], Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"config": self.config}  # never pickle a live trainer into the requeued job
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["config"])
+        PretrainJob.__init__(self, state["config"])
 
     def __call__(self) -> dict[str, float]:
         import submitit
@@ -49,7 +51,7 @@ class PretrainJob:
         job_id = submitit.JobEnvironment().job_id
         os.environ["MASTER_PORT"] = str(master_port(job_id))  # not the one submitit draws from 20000-60000
         submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False, overwrite=True)
-        cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), self.config))
+        cfg = cast(Config, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), self.config)))
         return pretrain(cfg, progress=False, setup=self._attach)
 
     # ---- preemption ------------------------------------------------------------------------
@@ -61,17 +63,21 @@ class PretrainJob:
             signal.signal(signal.SIGUSR2, self._note_signal)
             trainer.after_step = self._after_step
 
-    def _note_signal(self, signum: int, frame) -> None:
+    def _submitit(self, signum: int, frame: FrameType | None) -> None:
+        assert self._submitit_handler is not None  # _attach set it before installing _note_signal
+        self._submitit_handler(signum, frame)
+
+    def _note_signal(self, signum: int, frame: FrameType | None) -> None:
         trainer = self._trainer
         if trainer is None or trainer.step >= trainer.total_steps:
-            self._submitit_handler(signum, frame)  # no step to finish: let submitit act now
+            self._submitit(signum, frame)  # no step to finish: let submitit act now
         else:
             self._pending = signum
 
     def _after_step(self) -> None:
         if self._pending is not None:
             signum, self._pending = self._pending, None
-            self._submitit_handler(signum, None)  # rank 0: checkpoint(), requeue, exit; others: a log line
+            self._submitit(signum, None)  # rank 0: checkpoint(), requeue, exit; others: a log line
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on global rank 0: save the finished step, resubmit a fresh job."""

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import secrets
 from pathlib import Path
+from typing import Literal
 
 from .errors import UserError
+
+WandbMode = Literal["online", "offline", "disabled"]
+WANDB_MODES: tuple[WandbMode, ...] = ("online", "offline", "disabled")
 
 LOGGERS = ("jsonl", "tensorboard", "wandb")
 
@@ -50,14 +53,18 @@ class WandbSink:
     resumed run continues the same W&B run."""
 
     def __init__(self, run_dir: Path, project: str, mode: str, config: dict | None):
+        if mode not in WANDB_MODES:
+            raise UserError(f"train.wandb_mode={mode!r} is not a W&B mode: pick one of {', '.join(WANDB_MODES)}")
         try:
             import wandb
         except ImportError as err:
             raise UserError(f"train.loggers has wandb but it is not installed ({err}): pip install wandb, "
                             f"or drop it from train.loggers") from None
+        from .engine.files import write_text
+
         id_file = run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
-        id_file.write_text(run_id + "\n")
+        write_text(id_file, run_id + "\n")
         self.run = wandb.init(project=project, mode=mode, dir=str(run_dir), id=run_id, resume="allow",
                               name=run_dir.name, config=config, settings=wandb.Settings(silent=True))
         self.last_step = -1
@@ -91,8 +98,13 @@ class MetricsWriter:
     def write(self, record: dict) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:  # appended: each step's record is one line, and a resume drops a line cut by a kill
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as err:  # disk full, permissions: one line, not a traceback
+            from .engine.files import write_failure
+
+            raise write_failure(self.path, err) from None
         for sink in self.sinks:
             sink.write(record)
 
@@ -111,12 +123,9 @@ class MetricsWriter:
             if not past:
                 kept.append(line)
         if dropped:
-            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-            with open(tmp, "w") as f:
-                f.write("".join(line + "\n" for line in kept))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            from .engine.files import write_text
+
+            write_text(self.path, "".join(line + "\n" for line in kept))
         return dropped
 
     def close(self) -> None:

@@ -10,7 +10,7 @@ the monitor.
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable, Sized
 
 import torch
 from torch import Tensor
@@ -73,7 +73,7 @@ class DINOTrainer:
         The schedules span ``epochs x steps_per_epoch`` steps (``len(data)`` when it has a length).
         ``after_step(trainer, figures)`` and ``after_epoch(trainer, {"epoch": e, "steps": n})`` run after each.
         """
-        per_epoch = steps_per_epoch or (len(data) if hasattr(data, "__len__") else None)
+        per_epoch = steps_per_epoch or (len(data) if isinstance(data, Sized) else None)
         if per_epoch is None:
             raise ValueError("data has no length: pass steps_per_epoch so the schedules know the run's length")
         self.total_steps = max(1, epochs * per_epoch)

@@ -26,7 +26,7 @@ def dino_cross_entropy(student_out: Tensor, teacher_out: Tensor, center: Tensor,
     if p_teacher is None:
         p_teacher = F.softmax((_at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1)
     p_t = p_teacher.detach().chunk(n_global)
-    total, pairs = 0.0, 0
+    total, pairs = student_out.new_zeros((), dtype=log_p_s[0].dtype), 0
     for i, q in enumerate(p_t):
         for j, log_p in enumerate(log_p_s):
             if i == j:
@@ -108,6 +108,8 @@ class CenteredLoss(nn.Module):
     """What the DINO and iBOT losses share: temperatures, the teacher targets, and an EMA center (a buffer,
     saved with checkpoints) of the teacher's outputs over the global batch."""
 
+    center: Tensor
+
     def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
                  centering: str = "center", sinkhorn_iterations: int = 3):
         super().__init__()
@@ -144,7 +146,8 @@ class DINOLoss(CenteredLoss):
         return loss
 
 
-def ibot_cross_entropy(student_patch: Tensor, p_teacher: Tensor, mask: Tensor, student_temp: float) -> tuple[Tensor, Tensor]:
+def ibot_cross_entropy(student_patch: Tensor, p_teacher: Tensor, mask: Tensor,
+                       student_temp: float) -> tuple[Tensor, Tensor]:
     """iBOT's masked-patch term, summed over crops: for each masked crop, the mean over its masked patches
     of H(P_t, P_s); also returns the number of masked crops (the caller divides by the global count).
 

@@ -4,6 +4,7 @@ student / teacher pair."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import timm
 import torch
@@ -12,7 +13,6 @@ from torch.nn.utils.parametrizations import weight_norm
 
 from .config import ModelConfig
 from .errors import UserError
-
 
 VIT_ONLY = ("patch_size", "embed_dim", "depth", "num_heads", "reg_tokens")
 
@@ -53,18 +53,22 @@ def build_backbone(cfg: ModelConfig, in_chans: int, img_size: int, drop_path_rat
     try:
         return timm.create_model(cfg.arch, pretrained=False, **backbone_kwargs(cfg, in_chans, img_size, rate))
     except (TypeError, ValueError, AssertionError) as err:
-        raise UserError(f"cannot build {cfg.arch} with this config ({err}); check model.embed_dim/num_heads/patch_size") from None
+        raise UserError(f"cannot build {cfg.arch} with this config ({err}); "
+                        f"check model.embed_dim/num_heads/patch_size") from None
 
 
-def vit_tokens(vit: nn.Module, x: Tensor, mask: Tensor | None = None, mask_token: Tensor | None = None) -> Tensor:
+def vit_tokens(vit: Any, x: Tensor, mask: Tensor | None = None, mask_token: Tensor | None = None) -> Tensor:
     """Every output token ``[B, prefix + N, D]`` of a timm ViT (CLS, registers, patches, after the final
     norm), with the patch embeddings where ``mask`` ``[B, h, w]`` is true replaced by ``mask_token`` (iBOT).
 
     The steps of timm's ``VisionTransformer.forward_features``, called one by one so the mask goes in
     between the patch embedding and the position embedding; timm's modules and weights are used as they are.
+    ``vit`` is a timm ``VisionTransformer`` (typed ``Any``: its submodules are timm's attributes).
     """
     x = vit.patch_embed(x)  # [B, h, w, D] with dynamic_img_size, else [B, N, D]
     if mask is not None:
+        if mask_token is None:
+            raise ValueError("vit_tokens: a mask needs a mask_token")
         x = torch.where(mask.reshape(x.shape[:-1]).unsqueeze(-1), mask_token.to(x.dtype), x)
     x = vit.norm_pre(vit.patch_drop(vit._pos_embed(x)))
     return vit.norm(vit.blocks(x))
@@ -120,13 +124,15 @@ class DINOModel(nn.Module):
     For iBOT the model also owns a learnable mask token and (optionally) a separate patch head.
     """
 
+    backbone: Any  # a timm model (embed_dim, forward_head, num_prefix_tokens are timm's attributes)
+
     def __init__(self, backbone: nn.Module, head: DINOHead, patch_head: DINOHead | None = None,
                  mask_token: bool = False):
         super().__init__()
         self.backbone, self.head, self.patch_head = backbone, head, patch_head
         # dinov2 starts the mask token at zero; it is a parameter of the model, not of timm's backbone,
         # so exports (the backbone alone) load in plain timm.
-        self.mask_token = nn.Parameter(torch.zeros(1, backbone.embed_dim)) if mask_token else None
+        self.mask_token = nn.Parameter(torch.zeros(1, self.backbone.embed_dim)) if mask_token else None
 
     def forward(self, crops: list[Tensor], mask: Tensor | None = None, select: Tensor | None = None,
                 return_features: bool = False) -> Tensor | Views:
@@ -146,12 +152,14 @@ class DINOModel(nn.Module):
             else:
                 feats.append(self.backbone(x))
         feats_all = torch.cat(feats)
+        patch_out: Tensor | None = None
         if patches is not None and self.patch_head is None:  # shared head: one call for CLS and patches
             both = self.head(torch.cat([feats_all, patches]))
             out, patch_out = both[:len(feats_all)], both[len(feats_all):]
         else:
             out = self.head(feats_all)
-            patch_out = self.patch_head(patches) if patches is not None else None
+            if patches is not None and self.patch_head is not None:
+                patch_out = self.patch_head(patches)
         if not (return_features or select is not None):
             return out
         return Views(out, feats_all, patch_out)
@@ -177,7 +185,7 @@ def build_student_teacher(cfg: ModelConfig | None = None, in_chans: int = 3, img
         return DINOHead(dim, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim, cfg.head_layers, cfg.norm_last_layer)
 
     def make(drop_path: float) -> DINOModel:
-        backbone = build_backbone(cfg, in_chans, img_size, drop_path)
+        backbone: Any = build_backbone(cfg, in_chans, img_size, drop_path)  # num_features is timm's attribute
         if ibot and not is_vit(cfg.arch):
             raise UserError(f"loss.ibot_weight > 0 needs a ViT (patch tokens) and {cfg.arch} is not one: "
                             f"set loss.ibot_weight=0 or pick a ViT")
@@ -195,7 +203,7 @@ def build_student_teacher(cfg: ModelConfig | None = None, in_chans: int = 3, img
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
     """teacher <- m * teacher + (1 - m) * student, over all parameters with two foreach calls."""
-    t_params = list(teacher.parameters())
-    s_params = [p.detach() for p in student.parameters()]
+    t_params: list[Tensor] = list(teacher.parameters())
+    s_params: list[Tensor] = [p.detach() for p in student.parameters()]
     torch._foreach_mul_(t_params, momentum)
     torch._foreach_add_(t_params, s_params, alpha=1 - momentum)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 
-
 # Thresholds, from the teacher statistics of real runs (tests/fixtures/*.jsonl, docs/learning.md):
 # runs that learned kept the teacher's entropy at or below 0.77 log(K) with KL(mean P_t || uniform) of
 # 0.7 or more after warm-up; the runs that ended below random init sat at 0.87-0.95 log(K) with a KL of

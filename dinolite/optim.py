@@ -13,7 +13,8 @@ def takes_weight_decay(name: str, p: torch.Tensor) -> bool:
 
 def param_groups(model: nn.Module) -> list[dict]:
     """Two groups: weights with decay; biases and 1-D parameters without."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import types
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +34,7 @@ def dino_interpolate(pos_embed: Tensor, grid_h: int, grid_w: int) -> Tensor:
     return torch.cat([pos_embed[:, :1], patches], dim=1)
 
 
-def _dino_pos_embed(self: nn.Module, x: Tensor) -> Tensor:
+def _dino_pos_embed(self: Any, x: Tensor) -> Tensor:  # self: a timm VisionTransformer
     """Replacement of timm's ``VisionTransformer._pos_embed`` for a DINO-layout ViT (class token inside
     ``pos_embed``, no registers); ``x`` is the patch embedding, ``[B, h, w, D]`` with dynamic sizes."""
     if x.ndim == 4:
@@ -51,5 +52,5 @@ def use_dino_pos_embed(vit: nn.Module) -> nn.Module:
     """Make a timm ViT with DINO's layout interpolate its position embeddings as DINO does (in place)."""
     if getattr(vit, "reg_token", None) is not None or getattr(vit, "no_embed_class", False) or vit.cls_token is None:
         raise ValueError("DINO's interpolation applies to ViTs with a class token inside pos_embed and no registers")
-    vit._pos_embed = types.MethodType(_dino_pos_embed, vit)
+    vit._pos_embed = types.MethodType(_dino_pos_embed, vit)  # type: ignore[assignment]  # shadows the method
     return vit

@@ -62,7 +62,7 @@ class Plan:
     freeze_last_layer: int  # steps during which the head's last layer gets no update
 
     @classmethod
-    def of(cls, optim, loss, steps_per_epoch: int) -> "Plan":
+    def of(cls, optim, loss, steps_per_epoch: int) -> Plan:
         """Resolve an ``OptimConfig`` and a ``LossConfig`` for a loader of ``steps_per_epoch``."""
         total = optim.total_steps if optim.total_steps else optim.epochs * steps_per_epoch
         return cls(

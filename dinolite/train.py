@@ -1,116 +1,50 @@
-"""The pretraining loop: builds the parts, wires one step together, checkpoints and evaluates.
+"""Pretraining as a task of the run engine: builds the parts, wires one step together, evaluates.
 
-The maths lives elsewhere (loss.py, schedules.py, augment.py, models.py); this file only decides
-what runs when.
+The maths lives elsewhere (loss.py, schedules.py, augment.py, models.py); the loop, its collective
+decisions, checkpoints and the run directory are the engine's (``dinolite/engine/``).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from . import checkpoint as ckpt
-from .augment import EvalTransform, GlobalBatchRNG, MultiCrop
+from .augment import Crops, EvalTransform, GlobalBatchRNG, MultiCrop
 from .budget import steps_in_budget
-from .config import Config, prepare_run_dir, save_config
-from .data import ImageSource, build_loader, build_source
-from .distributed import DistInfo, all_reduce_mean, barrier, check_shared_dir, cleanup, init_from_env
-from .errors import TrainingDiverged, UserError
+from .config import Config, as_dict, read_saved_config, save_config
+from .data import build_loader, build_source
+from .data.base import Source
+from .distributed import DistInfo, check_shared_dir, cleanup
+from .engine import streams
+from .engine.files import write_text
+from .engine.loop import Engine, StepOut
+from .engine.rundir import RunDir, open_run_dir
+from .engine.runtime import per_rank_batch, run_threads, start
+from .errors import UserError
 from .eval.features import RawPixels, extract_features
 from .eval.knn import knn_accuracy
 from .eval.online import OnlineKNN
 from .export import write_safetensors
+from .loggers import MetricsWriter
 from .loss import DINOLoss, IBOTPatchLoss, koleo_loss, teacher_stats
 from .masking import sample_masks
 from .models import backbone_kwargs, build_backbone, build_student_teacher, ema_update
-from .loggers import MetricsWriter
 from .monitor import CollapseMonitor
 from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
 from .schedules import Plan, cosine, scaled_lr, teacher_temperature
-
 
 BAD_SAMPLES = "bad_samples.txt"
 MIN_IMAGES_FOR_BAD_FRACTION = 200  # a few bad files among the first images are not yet "mostly broken"
 
 
-def step_seed(seed: int, step: int, stream: int) -> int:
-    """The seed of one random stream at one step: 0 = augmentation (shared by all ranks), 1 + rank = drop path.
-
-    Reseeding every step makes a checkpoint need no RNG state, so it resumes exactly on any number
-    of processes.
-    """
-    return ((seed * 1_000_003 + step) * 1_009 + stream) % (2**63)
-
-
-@contextmanager
-def run_threads(threads: int):
-    """Torch's CPU thread count set to ``threads`` (0: unchanged) for one run, the caller's put back after.
-
-    A library call must not leave the process with another setting (a test suite, a notebook).
-    """
-    before = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-def per_rank_batch(global_batch: int, world: int) -> int:
-    """``optim.batch_size`` is the global batch; each of the ``world`` processes takes an equal share."""
-    if global_batch % world:
-        raise UserError(f"optim.batch_size={global_batch} (the global batch) is not divisible by the "
-                        f"{world} processes: use a multiple of {world}, or another number of processes")
-    return global_batch // world
-
-
-def to_device_ahead(batches, device: torch.device):
-    """Yield ``(images, hw)`` already on ``device``: batch i + 1 is copied on a side stream while step i runs.
-
-    The copies read the loader's pinned memory; the compute stream waits for a batch's copy before
-    using it, and ``record_stream`` keeps the allocator from reusing its memory too early. Without
-    CUDA the batches pass through unchanged (``train_step`` copies them).
-    """
-    if device.type != "cuda":
-        yield from batches
-        return
-    side, main = torch.cuda.Stream(device), torch.cuda.current_stream(device)
-
-    def copy(batch):
-        with torch.cuda.stream(side):
-            return [t.to(device, non_blocking=True) for t in batch]
-
-    it = iter(batches)
-    ahead = next(it, None)
-    ahead = None if ahead is None else copy(ahead)
-    while ahead is not None:
-        main.wait_stream(side)
-        for t in ahead:
-            t.record_stream(main)
-        following = next(it, None)
-        current, ahead = ahead, None if following is None else copy(following)
-        yield tuple(current)
-
-
-def resolve_device(name: str, option: str = "train.device") -> torch.device:
-    """"auto" -> cuda when visible, else cpu; ``option`` names the setting in the error message."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"{option} cuda was asked for but no CUDA device is visible: use {option} cpu or auto")
-    return torch.device(name)
-
-
-def check_channels(cfg: Config, source: ImageSource) -> None:
+def check_channels(cfg: Config, source: Source) -> None:
     if len(cfg.augment.mean) != source.channels:
         raise UserError(f"augment.mean/std have {len(cfg.augment.mean)} values but the images have "
                         f"{source.channels} channel(s): set augment.mean and augment.std to {source.channels} value(s)")
@@ -126,7 +60,7 @@ class Schedule:
     teacher_temp: float
 
     @classmethod
-    def at(cls, cfg: Config, step: int, plan: Plan, global_batch: int) -> "Schedule":
+    def at(cls, cfg: Config, step: int, plan: Plan, global_batch: int) -> Schedule:
         o, total = cfg.optim, plan.total
         return cls(
             lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, plan.warmup),
@@ -137,17 +71,27 @@ class Schedule:
         )
 
 
+# A resume may not change these (the checkpoints' shapes, the crops, the data), and needs
+# train.resume_schedule_change=true for those (the schedules' length); see engine/rundir.py.
+FIXED_ON_RESUME = ("model.arch", "model.patch_size", "model.embed_dim", "model.depth", "model.num_heads",
+                   "model.reg_tokens", "model.out_dim", "model.hidden_dim", "model.bottleneck_dim", "model.head_layers",
+                   "model.norm_last_layer", "augment.global_crops_size", "augment.local_crops_size",
+                   "augment.local_crops_number", "data.source", "data.root", "data.train_dir",
+                   "loss.ibot_separate_head")
+SCHEDULE = ("optim.epochs", "optim.total_steps", "optim.batch_size")
+
+
 class Pretrainer:
-    """Holds the parts of one DINO pretraining run and the loop over them."""
+    """The parts of one DINO pretraining run, as a task of the run engine (``engine.loop``)."""
 
     def __init__(self, cfg: Config, dist_info: DistInfo | None = None, progress: bool = True):
         self.cfg = cfg  # cfg.train.threads is applied by pretrain(), which gives the caller's setting back
-        self.device = resolve_device(cfg.train.device)
-        self.dist = dist_info or init_from_env(self.device.type)
+        self.device, self.dist = start(cfg.train.device, dist_info)
         self.global_batch = cfg.optim.batch_size
         self.batch = per_rank_batch(self.global_batch, self.dist.world)
         self.progress = progress and self.dist.is_main
-        self.run_dir = prepare_run_dir(cfg, self.dist.is_main)
+        self.run = prepare_run_dir(cfg, self.dist.is_main)
+        self.run_dir = self.run.path
         check_shared_dir(self.run_dir, self.dist, self.device)
         self.source = build_source(cfg.data, "train")
         if hasattr(self.source, "bad_log"):  # image folders list their undecodable files here
@@ -173,26 +117,49 @@ class Pretrainer:
         if cfg.train.compile:  # in place, so state_dict keys (checkpoints, exports) stay unchanged
             self.student_module.backbone.compile()
             self.teacher.backbone.compile()
-        self.student = self.student_module
+        self.student: torch.nn.Module = self.student_module  # DDP-wrapped below with several processes
         if self.dist.world > 1:
             self.student = torch.nn.parallel.DistributedDataParallel(
                 self.student_module, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
         self.augment = MultiCrop(cfg.augment).to(self.device)
         self.loss_fn = DINOLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum,
                                 cfg.loss.centering, cfg.loss.sinkhorn_iterations).to(self.device)
-        self.ibot_loss = IBOTPatchLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum,
-                                       cfg.loss.centering, cfg.loss.sinkhorn_iterations).to(self.device) if ibot else None
+        self.ibot_loss = None
+        if ibot:
+            self.ibot_loss = IBOTPatchLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum,
+                                           cfg.loss.centering, cfg.loss.sinkhorn_iterations).to(self.device)
         self.optimizer = build_optimizer(self.student_module, self.device, cfg.optim.optimizer)
-        self.generator = torch.Generator(self.device)  # reseeded every step, see step_seed
+        self.generator = torch.Generator(self.device)  # reseeded every step, see engine/streams.py
         self.step = 0
-        self.after_step: Callable[[], None] | None = None  # e.g. the SLURM launcher's preemption check
         t = cfg.train
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.dist.is_main, t.loggers,
-                                     OmegaConf.to_container(OmegaConf.structured(cfg)), t.wandb_project, t.wandb_mode)
-        self.last_good: Path | None = None
+                                     as_dict(cfg), t.wandb_project, t.wandb_mode)
+        self.engine = Engine(self.run_dir, self.dist, self.device, self.metrics, t.keep_checkpoints,
+                             t.checkpoint_every_minutes, t.log_every, self.progress, "pretrain",
+                             batch_images=self.global_batch)
         self.online = self._online_knn()
         self.baselines: dict[str, float] = {}
+        self.skipped = 0
         self._resume()
+
+    # ---- what the engine holds ---------------------------------------------------------------
+    @property
+    def last_good(self) -> Path | None:
+        return self.engine.last_good
+
+    @property
+    def finite(self) -> torch.Tensor | None:
+        """This rank's losses were all finite so far (None before the first step)."""
+        return self.engine.finite
+
+    @property
+    def after_step(self) -> Callable[[], None] | None:
+        """Called after every finished step (the SLURM job's preemption check)."""
+        return self.engine.after_step
+
+    @after_step.setter
+    def after_step(self, hook: Callable[[], None] | None) -> None:
+        self.engine.after_step = hook
 
     # ---- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
@@ -204,22 +171,11 @@ class Pretrainer:
             "loss": self.loss_fn.state_dict(),
             **({"ibot_loss": self.ibot_loss.state_dict()} if self.ibot_loss is not None else {}),
             "step": self.step,
-            "config": OmegaConf.to_container(OmegaConf.structured(self.cfg)),
+            "config": as_dict(self.cfg),
             "world": self.dist.world,
         }
 
-    def save(self, sync: bool = True) -> None:
-        """Rank 0 writes; ``sync=False`` (the preemption hook) skips the barrier the other ranks never reach."""
-        if self.dist.is_main:
-            self.last_good = ckpt.save_checkpoint(self.state(), self.run_dir, self.step, self.cfg.train.keep_checkpoints)
-        if sync:
-            barrier()
-
-    def _resume(self) -> None:
-        path, state = ckpt.latest_valid(self.run_dir, move_aside=self.dist.is_main)
-        if state is None:
-            ckpt.refuse_unreadable(self.run_dir)
-            return
+    def load_state(self, state: dict, path: Path) -> None:
         if ("ibot_loss" in state) != (self.ibot_loss is not None):  # the model has a mask token or not
             was = "on (loss.ibot_weight > 0)" if "ibot_loss" in state else "off (loss.ibot_weight=0)"
             raise UserError(f"{path} was trained with iBOT {was}: resume with the same setting, "
@@ -230,27 +186,22 @@ class Pretrainer:
         self.loss_fn.load_state_dict(state["loss"])
         if self.ibot_loss is not None:
             self.ibot_loss.load_state_dict(state["ibot_loss"])
-        self.step = int(state["step"])
-        self.last_good = path
-        self.metrics.drop_after(self.step)  # records an interrupted run wrote after this checkpoint
-        self._adopt_budget_plan(state["config"])
-        if self.dist.is_main:
-            saved_by = f" (saved by {state['world']} processes, resumed on {self.dist.world})" \
-                if state["world"] != self.dist.world else ""
-            print(f"resumed from {path} at step {self.step}{saved_by}", flush=True)
+        self.saved_world = int(state["world"])
 
-    def _adopt_budget_plan(self, saved: dict) -> None:
-        """A run planned by a time budget resumes with the step count fixed when it started."""
-        steps, budget = saved["optim"].get("total_steps"), saved["train"].get("budget_minutes", 0.0)
-        o, t = self.cfg.optim, self.cfg.train
-        if not budget or o.total_steps:
+    def save(self, sync: bool = True) -> None:
+        """Rank 0 writes; ``sync=False`` (the preemption hook) skips the barrier the other ranks never reach."""
+        self.engine.save(self, sync)
+
+    def _resume(self) -> None:
+        path = self.engine.resume(self)
+        if path is None:
             return
-        if t.budget_minutes != budget:
-            raise UserError(f"{self.run_dir} was planned for train.budget_minutes={budget:g} ({steps} steps): "
-                            f"resume with train.budget_minutes={budget:g}, or start a new train.output_dir")
-        o.total_steps = int(steps)
+        if self.run.schedule_changes:  # accepted with train.resume_schedule_change=true
+            self.metrics.write({"step": self.step, "schedule_change": self.run.schedule_changes})
         if self.dist.is_main:
-            save_config(self.cfg, self.run_dir / "config.yaml")
+            saved_by = f" (saved by {self.saved_world} processes, resumed on {self.dist.world})" \
+                if self.saved_world != self.dist.world else ""
+            print(f"resumed from {path} at step {self.step}{saved_by}", flush=True)
 
     # ---- the loop ----------------------------------------------------------------------------
     @property
@@ -262,15 +213,25 @@ class Pretrainer:
     def total_steps(self) -> int:
         return self.plan.total
 
-    def train_step(self, images: torch.Tensor, hw: torch.Tensor, sched: Schedule, freeze_steps: int):
-        """One optimisation step; returns the loss and the teacher's output (device tensors, no sync)."""
-        set_schedule(self.optimizer, sched.lr, sched.wd)
+    def make_crops(self, images: torch.Tensor, hw: torch.Tensor) -> Crops:
+        """This step's augmentation, apart from the model step (streams: see engine/streams.py).
+
+        Parameters are drawn for the global batch and sliced, so crops do not depend on the world size.
+        """
         seed, rank = self.cfg.train.seed, self.dist.rank
-        self.generator.manual_seed(step_seed(seed, self.step, 0))
-        torch.manual_seed(step_seed(seed, self.step, 1 + rank))  # drop path: each rank its own masks
-        # Parameters are drawn for the global batch and sliced, so crops do not depend on the world size.
+        self.generator.manual_seed(streams.step_seed(seed, self.step, streams.AUGMENT))
         rng = GlobalBatchRNG(self.generator, rank * self.batch, self.batch, self.global_batch)
-        crops = self.augment(images.to(self.device, non_blocking=True), hw, rng)
+        return self.augment(images.to(self.device, non_blocking=True), hw, rng)
+
+    def train_step(self, images: torch.Tensor, hw: torch.Tensor, sched: Schedule, freeze_steps: int):
+        """Augmentation, then one optimisation step; returns the loss, the teacher's output and the center it
+        was compared with (device tensors, no sync)."""
+        return self.model_step(self.make_crops(images, hw), sched, freeze_steps)
+
+    def model_step(self, crops: Crops, sched: Schedule, freeze_steps: int):
+        """One optimisation step on this step's crops (see :meth:`train_step`)."""
+        set_schedule(self.optimizer, sched.lr, sched.wd)
+        torch.manual_seed(streams.step_seed(self.cfg.train.seed, self.step, streams.drop_path(self.dist.rank)))
         mask = self._ibot_masks(crops.globals_) if self.ibot_loss is not None else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             with torch.no_grad():  # the teacher sees global views only, unmasked
@@ -280,9 +241,10 @@ class Pretrainer:
         teacher_out, lc = teacher.out, self.cfg.loss
         center_used = self.loss_fn.center.clone()  # the loss updates the center; the stats need this one
         loss = self.loss_fn(student.out, teacher_out, sched.teacher_temp)
-        parts = []  # the extra terms, unweighted, for the metrics (loss_koleo, loss_ibot)
+        parts: list[torch.Tensor] = []  # the extra terms, unweighted, for the metrics (loss_koleo, loss_ibot)
         if lc.koleo_weight:  # on each global crop's CLS features, within this rank's batch (as dinov2)
-            parts.append(sum(koleo_loss(f) for f in student.feats[:len(crops.globals_)].chunk(2)))
+            first, second = student.feats[:len(crops.globals_)].chunk(2)
+            parts.append(koleo_loss(first) + koleo_loss(second))
             loss = loss + lc.koleo_weight * parts[-1]
         if self.ibot_loss is not None:
             parts.append(self.ibot_loss(student.patch_out, teacher.patch_out, mask, sched.teacher_temp))
@@ -302,19 +264,23 @@ class Pretrainer:
         patch = self.student_module.backbone.patch_embed.patch_size
         h, w = globals_.shape[-2] // patch[0], globals_.shape[-1] // patch[1]
         lc = self.cfg.loss
-        masks = sample_masks(step_seed(self.cfg.train.seed, self.step, 0), 2, self.dist.rank * self.batch, self.batch,
-                             h, w, tuple(lc.ibot_mask_ratio), lc.ibot_mask_probability)
+        seed = streams.step_seed(self.cfg.train.seed, self.step, streams.AUGMENT)
+        low, high = lc.ibot_mask_ratio
+        masks = sample_masks(seed, 2, self.dist.rank * self.batch, self.batch, h, w, (low, high),
+                             lc.ibot_mask_probability)
         return masks.to(self.device, non_blocking=True)
 
-    def _short_epoch(self, epoch: int, spe: int) -> None:
+    def short_epoch(self, epoch: int) -> None:
         """The loader ended the epoch early: its shards hold fewer samples than their manifest says.
         One process skips to the next epoch (the schedules go on from there); several processes
         cannot agree on a shorter epoch without a collective per step, so they stop with one line."""
+        spe = self.steps_per_epoch
         missing = (epoch + 1) * spe - self.step
-        where = f"the shards of {self.cfg.data.root}"
+        root = self.cfg.data.root
+        where = f"the shards of {root}"
         if self.dist.world > 1:
             raise UserError(f"{where} hold fewer samples than their manifest says (epoch {epoch} ended {missing} "
-                            f"steps early on rank {self.dist.rank}): run 'dinolite shards --verify {self.cfg.data.root}' "
+                            f"steps early on rank {self.dist.rank}): run 'dinolite shards --verify {root}' "
                             f"and fix the manifest or rewrite the shards")
         warning = (f"{where} hold fewer samples than their manifest says: epoch {epoch} ended {missing} steps early "
                    f"(no sample recycled); check them with 'dinolite shards --verify {self.cfg.data.root}'")
@@ -331,89 +297,69 @@ class Pretrainer:
             raise UserError(f"{bad} of the {read} images read so far could not be decoded{listed}, more than "
                             f"data.max_bad_fraction={limit:g}: fix or remove them, or raise data.max_bad_fraction")
 
-    def _check_finite(self, finite: bool) -> None:
-        if not finite:
-            where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
-            raise TrainingDiverged(f"the loss became NaN or infinite by step {self.step}{where}; "
-                                   f"lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume")
+    def diverged(self, last_good: Path | None) -> str:
+        where = f"; the last good checkpoint is {last_good}" if last_good else ""
+        return (f"the loss became NaN or infinite by step {self.step}{where}; "
+                f"lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume")
+
+    # ---- the task's parts of the engine's loop -----------------------------------------------
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.loader.steps_per_epoch
+
+    def batches(self, epoch: int, start: int):
+        return self.loader.epoch(epoch, start)
+
+    def run_step(self, batch: tuple) -> StepOut:
+        plan = self._plan
+        self._sched = sched = Schedule.at(self.cfg, self.step, plan, self.global_batch)
+        loss, teacher_out, center = self.train_step(batch[0], batch[1], sched, plan.freeze_last_layer)
+        self._last = (teacher_out, center, sched.teacher_temp)
+        parts = self.loss_parts
+        return StepOut(loss, {} if parts is None else dict(zip(self._part_names, parts, strict=True)))
+
+    def log_figures(self) -> dict[str, torch.Tensor]:
+        # The teacher's own centred softmax, whatever loss.centering is: Sinkhorn-Knopp targets have a
+        # uniform mean by construction (KL 0), which would read as a uniform collapse. The center is
+        # kept up to date under Sinkhorn-Knopp too, so the monitor's thresholds mean the same thing.
+        entropy, kl = teacher_stats(*self._last)
+        # bad images so far, in the mean: every rank sees the same figure and decides alike
+        bad = torch.tensor(float(self.loader.skipped_samples()), device=self.device)
+        return {"teacher_entropy": entropy, "kl_uniform": kl, "skipped_samples": bad}
+
+    def at_log(self, record: dict) -> dict[str, str]:
+        sched = self._sched
+        record.update(lr=sched.lr, wd=sched.wd, momentum=sched.momentum, teacher_temp=sched.teacher_temp)
+        record["skipped_samples"] = skipped = round(record["skipped_samples"])
+        self._check_bad_fraction(skipped, (self.step - self._first_step) * self.global_batch)
+        postfix = {"H": f"{record['teacher_entropy']:.2f}"}
+        warnings = [self._monitor.update(self.step, record["teacher_entropy"], record["kl_uniform"])]
+        every = self.cfg.eval.online_every
+        if self.online is not None and (self.step % every == 0 or self.step == self._stop):
+            # Every rank scores the same subset with the same teacher: no collective needed.
+            record["knn_online"] = self.online(self.teacher.backbone)
+            postfix["knn"] = f"{record['knn_online']:.1f}"
+            if "knn_online_random_init" in self.baselines:
+                warnings.append(self._monitor.update_knn(self.step, record["knn_online"],
+                                                         self.baselines["knn_online_random_init"]))
+        for warning in filter(None, warnings):
+            record.setdefault("warnings", []).append(warning)
+            tqdm.write(f"warning: {warning}")
+        return postfix
+
+    def after_epoch(self) -> None:
+        pass
 
     def fit(self) -> None:
-        cfg, spe, plan = self.cfg, self.loader.steps_per_epoch, self.plan
-        stop = min(plan.total, cfg.train.stop_after_steps or plan.total)
-        bar = tqdm(total=stop, initial=self.step, desc="pretrain", disable=not self.progress, dynamic_ncols=True)
-        monitor = CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience,
-                                  start_step=max(plan.warmup, plan.freeze_last_layer))
-        online_every = cfg.eval.online_every if self.online is not None else 0
-        self.finite = finite = torch.ones((), dtype=torch.bool, device=self.device)  # this rank's losses so far
-        loss_sum = torch.zeros((), device=self.device)
-        part_names = [n for n, on in (("loss_koleo", cfg.loss.koleo_weight > 0), ("loss_ibot", self.ibot_loss is not None)) if on]
-        parts_sum = torch.zeros(len(part_names), device=self.device)
-        last_log, last_log_step, last_ckpt = time.time(), self.step, time.time()
-        first_step = self.step
-        postfix: dict[str, str] = {}
-        while self.step < stop:
-            epoch, in_epoch = divmod(self.step, spe)
-            for images, hw in to_device_ahead(self.loader.epoch(epoch, in_epoch), self.device):
-                sched = Schedule.at(cfg, self.step, plan, self.global_batch)
-                loss, teacher_out, center = self.train_step(images, hw, sched, plan.freeze_last_layer)
-                finite &= torch.isfinite(loss)
-                loss_sum += loss
-                if part_names:
-                    parts_sum += self.loss_parts
-                self.step += 1
-                bar.update(1)
-                end_of_epoch = self.step % spe == 0
-                if self.step % cfg.train.log_every == 0 or end_of_epoch or self.step == stop:
-                    # The one host synchronisation per log interval, and the one point where the ranks
-                    # agree on what to do (a NaN on any rank, a periodic checkpoint that is due).
-                    now = time.time()
-                    n = self.step - last_log_step
-                    due = (now - last_ckpt) / 60 >= cfg.train.checkpoint_every_minutes
-                    # The teacher's own centred softmax, whatever loss.centering is: Sinkhorn-Knopp targets have a
-                    # uniform mean by construction (KL 0), which would read as a uniform collapse. The center is
-                    # kept up to date under Sinkhorn-Knopp too, so the monitor's thresholds mean the same thing.
-                    entropy, kl = teacher_stats(teacher_out, center, sched.teacher_temp)
-                    flags = torch.stack([(~finite).float(), torch.tensor(float(due), device=self.device)])
-                    # bad images so far: in the mean, so every rank sees the same figure and decides alike
-                    bad = torch.tensor([float(self.loader.skipped_samples())], device=self.device)
-                    logged = all_reduce_mean(torch.cat([torch.stack([loss_sum / n, entropy, kl]), flags, bad,
-                                                        parts_sum / n])).tolist()
-                    self._check_finite(logged[3] == 0)
-                    skipped = round(logged[5])
-                    self._check_bad_fraction(skipped, (self.step - first_step) * self.global_batch)
-                    record = {"step": self.step, "epoch": self.step / spe, "loss": logged[0],
-                              "lr": sched.lr, "wd": sched.wd, "momentum": sched.momentum,
-                              "teacher_temp": sched.teacher_temp, "teacher_entropy": logged[1],
-                              "kl_uniform": logged[2], "skipped_samples": skipped,
-                              "images_per_s": n * self.global_batch / max(now - last_log, 1e-9),
-                              **dict(zip(part_names, logged[6:]))}
-                    warnings = [monitor.update(self.step, record["teacher_entropy"], record["kl_uniform"])]
-                    if online_every and (self.step % online_every == 0 or self.step == stop):
-                        # Every rank scores the same subset with the same teacher: no collective needed.
-                        record["knn_online"] = self.online(self.teacher.backbone)
-                        postfix["knn"] = f"{record['knn_online']:.1f}"
-                        if "knn_online_random_init" in self.baselines:
-                            warnings.append(monitor.update_knn(self.step, record["knn_online"],
-                                                               self.baselines["knn_online_random_init"]))
-                    for warning in filter(None, warnings):
-                        record.setdefault("warnings", []).append(warning)
-                        tqdm.write(f"warning: {warning}")
-                    self.metrics.write(record)
-                    bar.set_postfix(loss=f"{record['loss']:.3f}", H=f"{record['teacher_entropy']:.2f}", **postfix)
-                    loss_sum.zero_()
-                    parts_sum.zero_()
-                    last_log_step = self.step
-                    if end_of_epoch or self.step == stop or logged[4] > 0:  # never after a NaN (checked above)
-                        self.save()
-                        last_ckpt = time.time()
-                    last_log = time.time()  # the online k-NN and the checkpoint do not count in images/s
-                if self.after_step is not None:
-                    self.after_step()
-                if self.step >= stop:
-                    break
-            if self.step < min((epoch + 1) * spe, stop):
-                self._short_epoch(epoch, spe)
-        bar.close()
+        """Train to the end of the plan (or ``train.stop_after_steps``); the final teacher is exported."""
+        cfg, plan = self.cfg, self.plan
+        self._plan, self._first_step = plan, self.step
+        self._stop = min(plan.total, cfg.train.stop_after_steps or plan.total)
+        self._monitor = CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience,
+                                        start_step=max(plan.warmup, plan.freeze_last_layer))
+        self._part_names = [n for n, on in (("loss_koleo", cfg.loss.koleo_weight > 0),
+                                            ("loss_ibot", self.ibot_loss is not None)) if on]
+        self.engine.run(self, self._stop)
         self.skipped = self.loader.skipped_samples()  # bad samples (shards); with several ranks every rank calls it
         if self.dist.is_main and self.step >= self.total_steps:
             self.export_teacher()
@@ -423,7 +369,8 @@ class Pretrainer:
         """Seconds per training step on this machine (the slowest rank's), from real steps on real
         batches; the weights, optimiser and center are put back afterwards, so the run itself
         starts from exactly the state it would have had without the timing."""
-        parts = [self.student_module, self.teacher, self.loss_fn] + ([self.ibot_loss] if self.ibot_loss is not None else [])
+        parts = [self.student_module, self.teacher, self.loss_fn]
+        parts += [self.ibot_loss] if self.ibot_loss is not None else []
         saved = [{k: v.clone() for k, v in part.state_dict().items()} for part in parts]
         optimizer_state = self.optimizer.state_dict()
         step0, plan = self.step, self.plan
@@ -433,13 +380,13 @@ class Pretrainer:
             if i == warmup:
                 torch.cuda.synchronize() if self.device.type == "cuda" else None
                 t0 = time.time()
-            images, hw = next(batches)
+            images, hw, _labels = next(batches)
             loss, _, _ = self.train_step(images, hw, sched, 0)
         loss.item()  # waits for the device
         per_step = torch.tensor((time.time() - t0) / timed, device=self.device)
         if self.dist.world > 1:
             torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
-        for part, state in zip(parts, saved):
+        for part, state in zip(parts, saved, strict=True):
             part.load_state_dict(state)
         self.optimizer.load_state_dict(optimizer_state)
         self.step = step0
@@ -495,9 +442,11 @@ class Pretrainer:
         e = self.cfg.eval
         transform = self._eval_transform()
         test = build_source(self.cfg.data, "test")
-        kw = dict(batch_size=e.batch_size, num_workers=self.cfg.data.num_workers, progress=self.progress)
-        bank, bank_labels = extract_features(backbone, self.source, transform, self.device, desc=f"{desc} bank", **kw)
-        queries, labels = extract_features(backbone, test, transform, self.device, desc=f"{desc} queries", **kw)
+        workers = self.cfg.data.num_workers
+        bank, bank_labels = extract_features(backbone, self.source, transform, self.device, batch_size=e.batch_size,
+                                             num_workers=workers, progress=self.progress, desc=f"{desc} bank")
+        queries, labels = extract_features(backbone, test, transform, self.device, batch_size=e.batch_size,
+                                           num_workers=workers, progress=self.progress, desc=f"{desc} queries")
         if not self.dist.is_main:  # every rank extracted its share of the features; rank 0 scores them
             return {"top1": float("nan"), "top5": float("nan")}
         return knn_accuracy(queries, labels, bank, bank_labels, self.source.num_classes, e.knn_k, e.knn_temperature)
@@ -514,9 +463,8 @@ class Pretrainer:
         ``baselines.json``: the k-NN of the random-init network and of raw pixels (the final protocol), the
         random-init online k-NN, and how long each took (the time budget keeps that much for the end)."""
         e, path = self.cfg.eval, self.run_dir / "baselines.json"
-        key = {"data": OmegaConf.to_container(OmegaConf.structured(self.cfg.data)),
-               "eval": OmegaConf.to_container(OmegaConf.structured(e)),
-               "model": OmegaConf.to_container(OmegaConf.structured(self.cfg.model)), "seed": self.cfg.train.seed}
+        key = {"data": as_dict(self.cfg.data), "eval": as_dict(e), "model": as_dict(self.cfg.model),
+               "seed": self.cfg.train.seed}
         if path.is_file():
             saved = json.loads(path.read_text())
             if saved.get("key") == key:
@@ -535,9 +483,7 @@ class Pretrainer:
             values["online_seconds"] = time.time() - t
         self.baselines = values
         if self.dist.is_main and values:
-            tmp = path.with_name(f".{path.name}.tmp")
-            tmp.write_text(json.dumps({"key": key, "values": values}, indent=1))
-            tmp.replace(path)
+            write_text(path, json.dumps({"key": key, "values": values}, indent=1))
         return values
 
     def evaluate(self) -> dict[str, float]:
@@ -546,6 +492,29 @@ class Pretrainer:
         results.update({k: v for k, v in self.baselines.items() if k in ("knn_top1_random_init", "knn_top1_pixels")})
         self.metrics.write({"step": self.step, **results})
         return results
+
+
+def prepare_run_dir(cfg: Config, is_main: bool) -> RunDir:
+    """The run directory of a pretraining run, checked against the run it holds (see engine/rundir.py)."""
+    _adopt_budget_plan(cfg)
+    return open_run_dir(cfg, is_main, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
+
+
+def _adopt_budget_plan(cfg: Config) -> None:
+    """A run planned by a time budget resumes with the step count fixed when it started (its config.yaml's)."""
+    from .engine.checkpoint import list_checkpoints
+
+    run_dir, o, t = Path(cfg.train.output_dir), cfg.optim, cfg.train
+    if o.total_steps or not (run_dir / "config.yaml").is_file() or not list_checkpoints(run_dir):
+        return
+    saved = read_saved_config(run_dir / "config.yaml")
+    steps, budget = saved.optim.total_steps, saved.train.budget_minutes
+    if not budget or not steps:
+        return
+    if t.budget_minutes != budget:
+        raise UserError(f"{run_dir} was planned for train.budget_minutes={budget:g} ({steps} steps): "
+                        f"resume with train.budget_minutes={budget:g}, or start a new train.output_dir")
+    o.total_steps = int(steps)
 
 
 def pretrain(cfg: Config, progress: bool = True, setup: Callable[[Pretrainer], None] | None = None,
@@ -557,7 +526,7 @@ def pretrain(cfg: Config, progress: bool = True, setup: Callable[[Pretrainer], N
     to count. The process group, if any, is left when this returns or raises.
     """
     from .distributed import read_rendezvous
-    from .run_lock import run_lock
+    from .engine.lock import run_lock
 
     with run_threads(cfg.train.threads), run_lock(cfg.train.output_dir, take=read_rendezvous().rank == 0):
         try:
@@ -609,7 +578,9 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         print(knn_line(cfg, results), flush=True)
     if trainer.dist.is_main:
         state = "finished" if done else "stopped"
-        listed = f" (listed in {trainer.run_dir / BAD_SAMPLES})" if cfg.data.source == "folder" and trainer.skipped else ""
+        listed = ""
+        if cfg.data.source == "folder" and trainer.skipped:
+            listed = f" (listed in {trainer.run_dir / BAD_SAMPLES})"
         skipped = f"{trainer.skipped} bad samples skipped{listed}; " if cfg.data.source in ("shards", "folder") else ""
         print(f"{state} at step {trainer.step}/{trainer.total_steps} in {time.time() - t0:.0f} s; {skipped}"
               f"run directory {trainer.run_dir}", flush=True)

@@ -15,6 +15,7 @@ import json
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import timm
 import torch
@@ -23,8 +24,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open
 from torch import nn
 
-from . import checkpoint as ckpt
 from .config import Config, read_saved_config
+from .engine import checkpoint as ckpt
 from .errors import UserError
 from .models import backbone_kwargs
 
@@ -126,13 +127,14 @@ def strip_prefixes(state: dict) -> dict:
 
 
 def _is_tensor_dict(obj) -> bool:
-    return isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values())
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
 
 
 def pick_state(obj, checkpoint_key: str, path: Path) -> tuple[dict, str]:
     """The backbone's tensors inside a loaded checkpoint object, and which layout it had."""
     if not isinstance(obj, dict):
-        raise UserError(f"{path} is not a dinolite or DINO checkpoint (it holds a {type(obj).__name__}, not a dict of tensors)")
+        raise UserError(f"{path} is not a dinolite or DINO checkpoint "
+                        f"(it holds a {type(obj).__name__}, not a dict of tensors)")
     if "teacher" in obj or "student" in obj:
         if checkpoint_key not in obj:
             raise UserError(f"{path} has no '{checkpoint_key}' entry (it has {sorted(obj)[:8]}): "
@@ -183,8 +185,8 @@ def load_into(model: nn.Module, state: dict, source: Path) -> None:
     if missing or unexpected or shapes:
         def few(xs):
             return ", ".join(xs[:6]) + (f" (+{len(xs) - 6} more)" if len(xs) > 6 else "") if xs else "none"
-        raise UserError(f"{source} does not fit the {type(model).__name__}: missing keys: {few(missing)}; unexpected keys: "
-                        f"{few(unexpected)}; shape mismatches: {few(shapes)}")
+        raise UserError(f"{source} does not fit the {type(model).__name__}: missing keys: {few(missing)}; "
+                        f"unexpected keys: {few(unexpected)}; shape mismatches: {few(shapes)}")
     model.load_state_dict(state)
 
 
@@ -196,7 +198,7 @@ def _from_run_dir(run_dir: Path, checkpoint_key: str) -> BackboneSpec:
     path = ckpt.list_checkpoints(run_dir)
     if path:
         newest, obj = ckpt.latest_valid(run_dir)
-        if obj is None:
+        if obj is None or newest is None:
             raise UserError(f"no checkpoint in {run_dir} can be read; pass a checkpoint file")
         return _from_object(obj, {}, newest, checkpoint_key, cfg)
     exported = run_dir / "teacher_backbone.safetensors"
@@ -208,15 +210,15 @@ def _from_run_dir(run_dir: Path, checkpoint_key: str) -> BackboneSpec:
 def _from_object(obj, meta: dict, path: Path, checkpoint_key: str, cfg: Config | None = None) -> BackboneSpec:
     if meta.get("arch") and meta.get("timm_kwargs"):  # teacher_backbone.safetensors of a run
         try:
-            kwargs = OmegaConf.to_container(OmegaConf.create(meta["timm_kwargs"]))
+            raw = OmegaConf.to_container(OmegaConf.create(meta["timm_kwargs"]))
         except Exception as err:  # noqa: BLE001 - YAML or OmegaConf errors on a foreign file's metadata
             raise UserError(f"{path}: its timm_kwargs metadata is not readable ({str(err).splitlines()[0]})") from None
-        check_timm_kwargs(kwargs, path)
+        kwargs = check_timm_kwargs(raw, path)
         cfg = cfg or _run_config_near(path)
         return BackboneSpec(meta["arch"], kwargs, obj, path, "dinolite-export", cfg)
     state, kind = pick_state(obj, checkpoint_key, path)
     if kind == "dinolite-checkpoint":
-        cfg = cfg or OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), obj["config"]))
+        cfg = cfg or cast(Config, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), obj["config"])))
         kwargs = backbone_kwargs(cfg.model, len(cfg.augment.mean), cfg.augment.global_crops_size, 0.0)
         return BackboneSpec(cfg.model.arch, kwargs, state, path, kind, cfg)
     arch, kwargs = infer_vit_kwargs(state)
@@ -243,7 +245,8 @@ ARCH_KWARGS = frozenset({
 def check_timm_kwargs(kwargs, source: Path) -> dict:
     """``kwargs`` if it is a mapping of architecture arguments with plain values, else a one-line UserError."""
     if not isinstance(kwargs, dict):
-        raise UserError(f"{source}: timm_kwargs must be a mapping of timm.create_model arguments, not {type(kwargs).__name__}")
+        raise UserError(f"{source}: timm_kwargs must be a mapping of timm.create_model arguments, "
+                        f"not {type(kwargs).__name__}")
     unknown = sorted(k for k in kwargs if k not in ARCH_KWARGS)
     if unknown:
         raise UserError(f"{source}: timm_kwargs has {', '.join(map(repr, unknown))}, not an architecture argument: "
@@ -251,7 +254,8 @@ def check_timm_kwargs(kwargs, source: Path) -> dict:
     plain = (int, float, bool, str, type(None))
     for k, v in kwargs.items():
         if not (isinstance(v, plain) or (isinstance(v, list) and all(isinstance(x, plain) for x in v))):
-            raise UserError(f"{source}: timm_kwargs[{k!r}] must be a number, string, boolean or list, not {type(v).__name__}")
+            raise UserError(f"{source}: timm_kwargs[{k!r}] must be a number, string, boolean or list, "
+                            f"not {type(v).__name__}")
     return kwargs
 
 
@@ -261,7 +265,8 @@ def _export_info(folder: Path) -> dict:
     try:
         info = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise UserError(f"{path} is not readable JSON ({str(err).splitlines()[0]}): re-export with 'dinolite export'") from None
+        raise UserError(f"{path} is not readable JSON ({str(err).splitlines()[0]}): "
+                        f"re-export with 'dinolite export'") from None
     if not isinstance(info, dict):
         raise UserError(f"{path} holds a JSON {type(info).__name__}, not an object: re-export with 'dinolite export'")
     for key, kind in (("timm_model", str), ("timm_kwargs", dict)):
@@ -288,7 +293,8 @@ def _from_export_dir(folder: Path) -> BackboneSpec:
     cfg = None
     if "dinolite_config" in info:
         try:
-            cfg = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), info["dinolite_config"]))
+            merged = OmegaConf.merge(OmegaConf.structured(Config), info["dinolite_config"])
+            cfg = cast(Config, OmegaConf.to_object(merged))
         except Exception as err:  # noqa: BLE001 - OmegaConf's validation errors
             raise UserError(f"{folder / EXPORT_JSON}: 'dinolite_config' does not fit dinolite's config "
                             f"({str(err).splitlines()[0]}): re-export with 'dinolite export'") from None

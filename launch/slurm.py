@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m launch.slurm", description=__doc__.split("\n\n")[0])
@@ -96,10 +94,11 @@ def submit(argv: list[str] | None = None):
     """Validate the recipe, prepare the run directory, submit; returns the submitit job."""
     from submitit.core.utils import FailedJobError
 
-    from dinolite.config import load_config
+    from dinolite.config import as_dict, load_config
+    from dinolite.engine.runtime import per_rank_batch
     from dinolite.errors import UserError
     from dinolite.jobs import PretrainJob
-    from dinolite.train import per_rank_batch, prepare_run_dir
+    from dinolite.train import prepare_run_dir
 
     args = build_parser().parse_args(argv)
     if args.nodes < 1 or args.gpus_per_node < 0:
@@ -122,12 +121,12 @@ def submit(argv: list[str] | None = None):
     if not args.local:
         check_slurm()
     new_run = not Path(cfg.train.output_dir).exists()
-    run_dir = prepare_run_dir(cfg, is_main=True)
+    run_dir = prepare_run_dir(cfg, is_main=True).path
     logs = run_dir / "slurm"
     before = set(logs.glob("*.pkl")) if logs.is_dir() else set()
     executor = _executor(args, logs, tasks, args.job_name or cfg.recipe)
     try:
-        job = executor.submit(PretrainJob(OmegaConf.to_container(OmegaConf.structured(cfg))))
+        job = executor.submit(PretrainJob(as_dict(cfg)))
     except FailedJobError as err:  # sbatch refused the job: its own message says why
         if new_run:  # leave nothing behind for a job that never existed
             shutil.rmtree(run_dir, ignore_errors=True)

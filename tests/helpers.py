@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 from pathlib import Path
 
 from dinolite.config import Config, load_config
@@ -41,3 +43,36 @@ def tiny_overrides(run_dir: Path, **extra) -> list[str]:
 
 def tiny_config(run_dir: Path, **extra) -> Config:
     return load_config("quickstart", tiny_overrides(run_dir, **extra))
+
+
+def write_shards(fmnist: Path, out: Path, n: int, max_count: int, split: str = "train") -> dict:
+    """The first ``n`` Fashion-MNIST images of ``split`` as shards of at most ``max_count``, written by
+    ``dinolite shards`` itself; returns the manifest."""
+    from dinolite.cli import main
+
+    code = main(["shards", f"fashion_mnist:{fmnist}", "--out", str(out), "--split", split,
+                 "--subset", str(n), "--max-count", str(max_count), "--no-progress"])
+    assert code == 0
+    return json.loads((out / "manifest.json").read_text())
+
+
+def write_unlabelled_shard(out: Path, n: int, classes: list[str]) -> Path:
+    """One shard of ``n`` 28-pixel grey PNGs without ``.cls`` files (what unlabelled data looks like),
+    and a manifest naming ``classes``."""
+    import numpy as np
+    from PIL import Image
+    from webdataset import TarWriter
+
+    from dinolite.data.manifest import manifest_dict, write_manifest
+
+    out.mkdir(parents=True)
+    with open(out / "train-000000.tar", "wb") as f:
+        writer = TarWriter(f, mtime=0)
+        for k in range(n):
+            buf = io.BytesIO()
+            Image.fromarray(np.full((28, 28), 10 * k % 256, dtype=np.uint8)).save(buf, format="PNG")
+            writer.write({"__key__": f"{k:06d}", "png": buf.getvalue()})
+        writer.close()
+    entry = {"name": "train-000000.tar", "count": n, "bytes": (out / "train-000000.tar").stat().st_size}
+    write_manifest(out, manifest_dict([entry], classes, 1, 28, "test"))
+    return out

@@ -7,6 +7,7 @@ import io
 import json
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from dinolite.cli import main
@@ -44,6 +45,7 @@ def folder_overrides(run, root, **extra):
                                   "augment.std": "[0.353,0.353,0.353]", **extra})
 
 
+@pytest.mark.slow
 def test_one_percent_broken_files_train_to_the_end_counted_and_listed(tmp_path, capsys):
     root = real_folder(tmp_path / "data", 400, 100)
     broken = break_files(root, 4)  # 1 %

@@ -47,6 +47,7 @@ def test_budget_fixes_the_step_count_and_a_resume_keeps_it(tmp_path, monkeypatch
         Pretrainer(tiny_config(run, **{**extra, "train.budget_minutes": 5}), progress=False)
 
 
+@pytest.mark.slow
 def test_budget_run_is_the_planned_run(tmp_path):
     """Timing leaves no trace: a budget run equals an ordinary run of the step count it planned."""
     import torch

@@ -18,7 +18,8 @@ from dinolite.augment import GlobalBatchRNG, MultiCrop
 from dinolite.config import AugmentConfig
 from dinolite.distributed import read_rendezvous
 from dinolite.errors import UserError
-from dinolite.train import per_rank_batch, pretrain
+from dinolite.engine.runtime import per_rank_batch
+from dinolite.train import pretrain
 from tests.helpers import tiny_config, tiny_overrides
 
 # drop path draws its masks per rank, and KoLeo's nearest neighbours are searched within each rank's batch
@@ -91,6 +92,7 @@ def test_crops_do_not_depend_on_the_number_of_ranks():
     torch.testing.assert_close(plain.globals_, whole.globals_)
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_and_resume_on_one(tmp_path):
     one, two, resumed = tmp_path / "one", tmp_path / "two", tmp_path / "two-then-one"
     knn = {"eval.knn_at_end": True}  # at the end, the k-NN features are extracted half by each rank
@@ -120,6 +122,7 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path):
     assert_same_weights(one / "checkpoint-00000008.pt", resumed / "checkpoint-00000008.pt")
 
 
+@pytest.mark.slow
 def test_world_size_that_does_not_divide_the_batch(tmp_path):
     out = torchrun(tmp_path / "run", **{"optim.batch_size": 33})
     assert out.returncode != 0
@@ -129,6 +132,7 @@ def test_world_size_that_does_not_divide_the_batch(tmp_path):
     assert not list((tmp_path / "run").glob("checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_output_dir_not_visible_from_every_rank(tmp_path):
     """Rank 1 runs in its own mount namespace with a private tmpfs over the run's parent: a node-local disk."""
     shared = tmp_path / "scratch"
@@ -152,6 +156,7 @@ def test_output_dir_not_visible_from_every_rank(tmp_path):
     assert not list(run.glob("checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_knn_command_splits_feature_extraction_over_ranks(tiny_run, tmp_path):
     from dinolite.cli import main
 
@@ -171,6 +176,7 @@ def test_knn_command_splits_feature_extraction_over_ranks(tiny_run, tmp_path):
         assert two[k]["top1"] == pytest.approx(one[k]["top1"], abs=100 / queries + 1e-6)
 
 
+@pytest.mark.slow
 def test_finetune_runs_under_torchrun_with_the_same_budget(tmp_path):
     from dinolite.finetune.methods import finetune
     from tests.finetune.helpers import ft_config, ft_overrides, write_tiny_backbone
@@ -202,12 +208,14 @@ def assert_two_processes_match_one(tmp_path: Path, overrides: dict) -> Path:
     return one
 
 
+@pytest.mark.slow
 def test_sinkhorn_knopp_two_processes_match_one(tmp_path):
     """Sinkhorn-Knopp's sums are all-reduced: 2 processes give the 1-process targets, hence the same run."""
     assert_two_processes_match_one(tmp_path, {"loss.centering": "sinkhorn_knopp", "loss.sinkhorn_iterations": 3,
                                               "optim.epochs": 1})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("centering", ["center", "sinkhorn_knopp"])
 def test_ibot_two_processes_match_one(tmp_path, centering):
     """iBOT's masks are drawn per global sample, its loss is divided by the masked crops of the whole batch

@@ -12,7 +12,7 @@ import timm
 import torch
 
 import dinolite
-from dinolite import checkpoint as ckpt
+from dinolite.engine import checkpoint as ckpt
 from dinolite.cli import main
 from dinolite.errors import UserError
 from dinolite.weights import load_backbone, resolve

@@ -12,7 +12,11 @@ is what a user watches; the full-length recipe is measured by benchmarks/learnin
 
 import json
 
+import pytest
+
 from dinolite.cli import main
+
+pytestmark = pytest.mark.slow  # minutes: 200 steps of the quickstart recipe
 
 MARGIN = 5.0  # online k-NN points above random init (1,000 queries: one point is 10 images)
 

@@ -24,7 +24,7 @@ def test_no_weight_decay_on_biases_and_norms(tmp_path):
 
 
 def _batch(trainer):
-    images, hw = next(trainer.loader.epoch(0))
+    images, hw, _ = next(trainer.loader.epoch(0))
     return images, hw
 
 

@@ -10,7 +10,7 @@ import timm
 import torch
 from PIL import Image
 
-from dinolite import checkpoint as ckpt
+from dinolite.engine import checkpoint as ckpt
 from dinolite.cli import main
 from dinolite.weights import resolve
 from tests.helpers import tiny_overrides

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from dinolite import checkpoint as ckpt
+from dinolite.engine import checkpoint as ckpt
 from dinolite.cli import main
 from dinolite.loss import DINOLoss
-from dinolite.train import Pretrainer, TrainingDiverged, pretrain
+from dinolite.errors import TrainingDiverged
+from dinolite.train import Pretrainer, pretrain
 from tests.helpers import tiny_config, tiny_overrides
 
 

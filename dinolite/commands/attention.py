@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def run(args: argparse.Namespace) -> int:
@@ -15,7 +16,7 @@ def run(args: argparse.Namespace) -> int:
     from ..weights import resolve
 
     spec = resolve(args.target, args.checkpoint_key)
-    backbone = spec.build()
+    backbone: Any = spec.build()  # a timm ViT: its attributes are timm's, untyped
     if not is_vit_backbone(backbone):
         raise UserError(f"attention maps need a ViT backbone and {args.target} holds a {spec.arch} "
                         f"({type(backbone).__name__}): pass a ViT run, checkpoint or export")
@@ -52,5 +53,6 @@ def register(sub) -> None:
     p.add_argument("--checkpoint-key", default="teacher", choices=["teacher", "student"],
                    help="which network of a training checkpoint (default: teacher)")
     p.add_argument("--size", type=int, default=None, help="input size in pixels (default: the training size)")
-    p.add_argument("--keep", type=float, default=0.6, help="fraction of the attention mass the mask keeps (default 0.6, as in the DINO paper)")
+    p.add_argument("--keep", type=float, default=0.6,
+                   help="fraction of the attention mass the mask keeps (default 0.6, as in the DINO paper)")
     p.set_defaults(func=run)

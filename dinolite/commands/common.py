@@ -1,9 +1,10 @@
 """What the evaluation commands share: which weights, which data, which device, where the cache is.
 
-``--data`` takes ``key=value`` items on top of the data/eval settings the weights came with (the
-run's config.yaml, or the export's JSON; the dataclass defaults for an official DINO checkpoint).
-A bare key is a ``data.`` key (``--data root=/x source=folder``); ``eval.*`` and ``augment.mean/std``
-keys are accepted too (``--data eval.image_size=224``). The sources come from
+``--data`` takes items on top of the data/eval settings the weights came with (the run's config.yaml,
+or the export's JSON; the dataclass defaults for an official DINO checkpoint), in the grammar every
+command shares (``dinolite.overrides``): a bare key is a ``data.`` key (``--data root=/x source=folder``),
+``eval.*`` and ``augment.*`` keys are accepted too (``--data eval.image_size=224``), and so are the source
+shortcuts (``fashion_mnist[:ROOT]``, a shard directory, an image folder root). The sources come from
 ``dinolite.data.build_source``, so every data source the pretraining reads works here.
 """
 
@@ -12,37 +13,29 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from ..augment import EvalTransform
-from ..config import Config, validate
+from ..config import Config, as_dict, validate
 from ..distributed import init_from_env
+from ..engine.runtime import resolve_device
 from ..errors import UserError
-from ..train import resolve_device
+from ..overrides import apply as apply_overrides
+from ..overrides import data_items
 from ..weights import BackboneSpec, resolve
 
-SECTIONS = ("data", "eval", "augment")
+SECTIONS = ("data", "eval", "augment")  # what --data may set on top of the weights' settings
 
 
 def eval_config(base: Config | None, items: list[str]) -> Config:
     """``base`` (or the defaults) with ``--data`` items merged, type-checked like any override."""
-    dotlist = []
-    for item in items:
-        if "=" not in item or item.startswith("="):
-            raise UserError(f"--data item {item!r} is not key=value: write e.g. root=/data/imagenet")
-        key = item.split("=", 1)[0]
-        if key.split(".")[0] not in SECTIONS:
-            item = "data." + item
-        dotlist.append(item)
     cfg = OmegaConf.structured(base if base is not None else Config())
-    try:
-        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(dotlist))
-    except OmegaConfBaseException as err:
-        raise UserError(f"bad --data item: {str(err).splitlines()[0]}; see dinolite/config.py for the keys") from None
-    out: Config = OmegaConf.to_object(cfg)
+    cfg = apply_overrides(cfg, data_items(items, Config), "--data item", "dinolite/config.py",
+                          "root=/data/imagenet", SECTIONS)
+    out = cast(Config, OmegaConf.to_object(cfg))
     validate(out)
     return out
 
@@ -63,7 +56,7 @@ class EvalSetup:
 
     def cache_spec(self, split: str, kind: str, n: int) -> dict:
         """Everything besides the weights that determines the features of ``split``."""
-        data = OmegaConf.to_container(OmegaConf.structured(self.cfg.data))
+        data = as_dict(self.cfg.data)
         data.pop("num_workers", None)
         e, a = self.cfg.eval, self.cfg.augment
         return {"split": split, "kind": kind, "n": n, "data": data, "key": self.key, "image_size": e.image_size,

@@ -3,41 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
-
-
-def data_overrides(items: list[str]) -> list[str]:
-    """``--data`` items as config overrides: ``key=value`` (a bare data key is a ``data.`` key), or a shortcut:
-    ``fashion_mnist[:ROOT]``, a shard directory (holding manifest.json), or an image folder root."""
-    from dataclasses import fields
-
-    from ..config import DataConfig
-    from ..errors import UserError
-
-    data_keys = {f.name for f in fields(DataConfig)}
-    out = []
-    for item in items:
-        if "=" in item:  # --data takes the overrides that follow it too: only data keys get the prefix
-            key = item.split("=", 1)[0]
-            out.append(f"data.{item}" if key in data_keys else item)
-        elif item == "fashion_mnist" or item.startswith("fashion_mnist:"):
-            out.append("data.source=fashion_mnist")
-            if ":" in item:
-                out.append(f"data.root={item.split(':', 1)[1]}")
-        elif Path(item).is_dir():
-            kind = "shards" if (Path(item) / "manifest.json").is_file() else "folder"
-            out += [f"data.source={kind}", f"data.root={item}"]
-        else:
-            raise UserError(f"--data {item!r}: expected key=value, fashion_mnist[:ROOT], a shard directory or an "
-                            f"image folder root (holding train/<class>/ and val/<class>/)")
-    return out
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..finetune.config import load_finetune_config
+    from ..finetune.config import FinetuneConfig, load_finetune_config
     from ..finetune.methods import finetune
+    from ..overrides import data_items
 
-    overrides = data_overrides(args.data) + list(args.overrides)
+    overrides = data_items(args.data, FinetuneConfig) + list(args.overrides)
     if args.method:
         overrides.append(f"method={args.method}")
     if args.init:

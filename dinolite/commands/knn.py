@@ -12,9 +12,10 @@ from .args import add_target_args
 
 
 def run(args: argparse.Namespace) -> int:
-    from .common import features, setup
+    from ..engine.files import write_text
     from ..errors import UserError
     from ..eval.knn import knn_accuracies
+    from .common import features, setup
 
     s = setup(args)
     model, kind, what = None, "cls", f"{s.key} of {s.spec.source}"
@@ -36,9 +37,10 @@ def run(args: argparse.Namespace) -> int:
     for k, a in acc.items():
         print(f"{k:5d}  {a['top1']:6.2f}  {a['top5']:6.2f}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"source": str(s.spec.source), "checkpoint_key": s.key, "baseline": args.baseline, "temperature": args.temperature,
-                       "bank": len(bank), "queries": len(queries), "knn": {str(k): v for k, v in acc.items()}}, f, indent=2)
+        figures = {"source": str(s.spec.source), "checkpoint_key": s.key, "baseline": args.baseline,
+                   "temperature": args.temperature, "bank": len(bank), "queries": len(queries),
+                   "knn": {str(k): v for k, v in acc.items()}}
+        write_text(args.json, json.dumps(figures, indent=2))
     return 0
 
 
@@ -49,11 +51,13 @@ def register(sub) -> None:
     add_target_args(p)
     p.add_argument("--k", type=int, nargs="+", default=[10, 20, 100, 200],
                    help="numbers of neighbours, all scored at once (default: DINO's 10 20 100 200)")
-    p.add_argument("--temperature", type=float, default=0.07, help="weights exp(cos / T) of the neighbours (DINO: 0.07)")
+    p.add_argument("--temperature", type=float, default=0.07,
+                   help="weights exp(cos / T) of the neighbours (DINO: 0.07)")
     p.add_argument("--query-chunk", type=int, default=1024, help="queries per similarity block")
     p.add_argument("--bank-chunk", type=int, default=65536, help="bank items per similarity block")
     p.add_argument("--baseline", choices=["pixels"], default=None,
-                   help="score raw pixels instead of the backbone (same images, crop and normalisation): the no-learning bar")
+                   help="score raw pixels instead of the backbone (same images, crop and normalisation): "
+                        "the no-learning bar")
     p.add_argument("--bank-subset", type=int, default=0, metavar="N",
                    help="use N training images spread evenly over the split as the bank (the online k-NN's subset)")
     p.add_argument("--query-subset", type=int, default=0, metavar="N",

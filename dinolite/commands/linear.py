@@ -16,11 +16,12 @@ def _multi_process() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .common import features, setup
+    from ..engine.files import write_text
     from ..errors import UserError
     from ..eval.features import ProbeFeatures
     from ..eval.linear import FAST_LRS, ProbeTrainTransform, train_protocol, train_sweep
     from ..export import write_safetensors
+    from .common import features, setup
 
     if args.mode == "protocol" and _multi_process():
         raise UserError("--mode protocol trains on one process; under torchrun or srun use --mode fast "
@@ -47,10 +48,10 @@ def run(args: argparse.Namespace) -> int:
         res = train_sweep(train_x, train_y, test_x, test_y, num_classes, args.lrs or FAST_LRS, args.epochs,
                           args.batch_size, args.holdout, args.seed, s.progress)
         print("lr         held-out top-1")
-        for lr, acc in zip(res.lrs, res.holdout_top1):
+        for lr, acc in zip(res.lrs, res.holdout_top1, strict=True):
             print(f"{lr:<10g} {acc:6.2f}{'   <- picked' if lr == res.lrs[res.best] else ''}")
         meta.update(lr=res.lrs[res.best], holdout=args.holdout, holdout_top1=res.holdout_top1[res.best],
-                    sweep=dict(zip(map(str, res.lrs), res.holdout_top1)))
+                    sweep=dict(zip(map(str, res.lrs), res.holdout_top1, strict=True)))
         clf, test = res.classifier, res.test
     else:
         from ..data import build_source
@@ -58,17 +59,18 @@ def run(args: argparse.Namespace) -> int:
         train = build_source(s.cfg.data, "train")
         view = ProbeTrainTransform(s.cfg.eval.image_size, s.cfg.augment.mean, s.cfg.augment.std,
                                    args.crop_scale).to(s.device)
-        num_classes = max(train.num_classes, int(train.labels.max()) + 1)
-        res = train_protocol(probe, probe.dim, train, view, test_x, test_y, num_classes, s.device, args.epochs,
+        num_classes = max(train.num_classes, int(test_y.max()) + 1)  # streamed shards list no labels up front
+        protocol = train_protocol(probe, probe.dim, train, view, test_x, test_y, num_classes, s.device, args.epochs,
                              args.batch_size, args.base_lr, args.seed, s.cfg.data.num_workers, s.progress)
         meta.update(lr=args.base_lr * args.batch_size / 256, base_lr=args.base_lr, crop_scale=list(args.crop_scale))
-        clf, test = res.classifier, res.test
+        clf, test = protocol.classifier, protocol.test
     meta["test"] = test
     target = Path(args.target)
-    out = Path(args.out) if args.out else (target if target.is_dir() else target.parent) / f"linear_{args.mode}.safetensors"
+    default = (target if target.is_dir() else target.parent) / f"linear_{args.mode}.safetensors"
+    out = Path(args.out) if args.out else default
     out.parent.mkdir(parents=True, exist_ok=True)
     write_safetensors(clf.state_dict(), out, {"dinolite_linear": json.dumps(meta)})
-    out.with_suffix(".json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_text(out.with_suffix(".json"), json.dumps(meta, indent=2) + "\n")
     print(f"linear probe ({args.mode}, {probe.description}): "
           f"top-1 {test['top1']:.2f} %, top-5 {test['top5']:.2f} %; classifier saved to {out}")
     return 0
@@ -77,12 +79,15 @@ def run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("linear", help="linear probe of a pretrained backbone",
                        description="DINO's linear probe on frozen features (--mode protocol), or a fast sweep of "
-                                   "learning rates on cached features picked on a held-out part of train (--mode fast).")
+                                   "learning rates on cached features picked on a held-out part of train "
+                                   "(--mode fast).")
     add_target_args(p)
     p.add_argument("--mode", choices=["protocol", "fast"], default="protocol",
                    help="protocol (default): DINO's probe, random crops each epoch (slow); fast: an LR sweep on "
                         "cached features, picked on a held-out part of train (minutes)")
-    p.add_argument("--n-blocks", type=int, default=None, help="default min(4, depth). ViT: CLS tokens of the last n blocks (DINO: 4 for ViT-S, 1 for ViT-B); CNNs use their pooled features")
+    p.add_argument("--n-blocks", type=int, default=None,
+                   help="default min(4, depth). ViT: CLS tokens of the last n blocks (DINO: 4 for ViT-S, 1 for "
+                        "ViT-B); CNNs use their pooled features")
     p.add_argument("--avgpool", action="store_true", help="append the average patch token (DINO: ViT-B)")
     p.add_argument("--epochs", type=int, default=100, help="training epochs of the classifier (DINO: 100)")
     p.add_argument("--batch-size", type=int, default=1024, help="classifier batch size (DINO: 1024)")

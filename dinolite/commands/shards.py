@@ -31,7 +31,8 @@ def verify(directory: str, progress: bool) -> int:
     reports = verify_shards(directory, progress)
     for r in reports:
         if not r.ok:
-            what = "file missing" if r.missing_file else f"{r.found} samples of {r.listed} listed, {r.undecodable} undecodable"
+            what = "file missing" if r.missing_file else \
+                f"{r.found} samples of {r.listed} listed, {r.undecodable} undecodable"
             print(f"{r.name}: {what}", flush=True)
     listed, found = sum(r.listed for r in reports), sum(r.found for r in reports)
     bad = sum(r.undecodable for r in reports)

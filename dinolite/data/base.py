@@ -1,12 +1,66 @@
-"""What every image source provides: padded uint8 images, their valid sizes, and labels."""
+"""The data protocol every source and loader follows: padded uint8 images, their valid sizes, and labels.
+
+A batch is always ``(images uint8 [B, C, S, S], hw int64 [B, 2], labels int64 [B])``; a sample without
+a label (a shard written without ``.cls``) carries -1. Pretraining ignores the labels; fine-tuning and
+the linear probe train on them, so all three read the same loaders.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from typing import Any, Protocol
+
 import torch
+
+from ..errors import UserError
+
+Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (images, hw, labels)
+
+
+def whole_batch(batch: Any) -> Any:
+    """The DataLoader's collate function: sources return whole batches (a ``Batch``) from ``__getitems__``."""
+    return batch
+
+
+def check_class_labels(labels: torch.Tensor, num_classes: int, where: str, task: str) -> None:
+    """A one-line UserError unless every label indexes one of ``num_classes`` classes (-1: no label)."""
+    if bool((labels < 0).any()):
+        raise UserError(f"{int((labels < 0).sum())} image(s) in {where} carry no label: {task} needs "
+                        f"labelled data (shards written by 'dinolite shards' from an image folder or Fashion-MNIST)")
+    if bool((labels >= num_classes).any()):
+        raise UserError(f"{where} has label {int(labels.max())} but the training split has only {num_classes} "
+                        f"classes: every label must be one of the training split's classes")
+
+
+class Source(Protocol):
+    """What every source says about its images: an indexable ``ImageSource`` or a streamed ``ShardSet``."""
+
+    channels: int
+    size: int  # side of the padded canvas
+    classes: list[str]
+
+    def __len__(self) -> int: ...
+
+    @property
+    def num_classes(self) -> int: ...
+
+
+class TrainLoader(Protocol):
+    """A training split's batches for one rank, in a seeded order that can start mid-epoch (exact resume)."""
+
+    steps_per_epoch: int
+
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """``(images, hw, labels)`` from step ``start_step`` of ``epoch``."""
+        ...
+
+    def skipped_samples(self) -> int:
+        """Bad samples met so far (undecodable, or missing from a damaged shard)."""
+        ...
 
 
 class ImageSource(torch.utils.data.Dataset):
-    """A labelled image set decoded to uint8 tensors of one padded shape.
+    """An indexable labelled image set decoded to uint8 tensors of one padded shape.
 
     Each image is bounded to ``size`` pixels on its longer side and written into the top-left
     corner of a ``channels x size x size`` canvas; ``(h, w)`` says which part is the image, so
@@ -26,7 +80,7 @@ class ImageSource(torch.utils.data.Dataset):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def __getitems__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def __getitems__(self, indices: list[int]) -> Batch:
         raise NotImplementedError
 
     def __getitem__(self, index: int):

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 from ..config import DataConfig
-from .base import ImageSource
+from .base import ImageSource, Source, TrainLoader
 
 
-def build_source(cfg: DataConfig, split: str = "train") -> ImageSource:
+def build_source(cfg: DataConfig, split: str = "train") -> Source:
     """``split`` is "train" (pretraining and the k-NN bank) or "test" (k-NN queries).
 
-    With ``data.source=shards`` this is a :class:`~dinolite.data.shards.ShardSet` (streamed, not
-    indexable); :func:`build_loader` and :func:`~dinolite.data.loader.eval_batches` accept both kinds.
+    An indexable :class:`~dinolite.data.base.ImageSource` (image folder, Fashion-MNIST), or with
+    ``data.source=shards`` a streamed :class:`~dinolite.data.shards.ShardSet`; :func:`build_loader`
+    and :func:`~dinolite.data.loader.eval_batches` accept both kinds.
     """
     subset = cfg.subset if split == "train" else cfg.test_subset
     if cfg.source == "shards":
@@ -29,11 +31,13 @@ def build_source(cfg: DataConfig, split: str = "train") -> ImageSource:
     return ImageFolder(str(Path(cfg.root) / folder), size=cfg.decode_size, subset=subset)
 
 
-def build_loader(source, batch_size: int, seed: int, num_workers: int = 0, rank: int = 0, world: int = 1,
-                 pin_memory: bool = False):
-    """A ``BatchLoader`` for indexable sources, a streaming ``ShardLoader`` for shards; same interface."""
+def build_loader(source: Source, batch_size: int, seed: int, num_workers: int = 0, rank: int = 0, world: int = 1,
+                 pin_memory: bool = False) -> TrainLoader:
+    """A ``BatchLoader`` for indexable sources, a streaming ``ShardLoader`` for shards: the same
+    ``(images, hw, labels)`` batches, split by rank, in a seeded order that resumes mid-epoch."""
     from .loader import BatchLoader
     from .shards import ShardLoader, ShardSet
 
-    kind = ShardLoader if isinstance(source, ShardSet) else BatchLoader
-    return kind(source, batch_size, seed, num_workers, rank, world, pin_memory=pin_memory)
+    if isinstance(source, ShardSet):
+        return ShardLoader(source, batch_size, seed, num_workers, rank, world, pin_memory=pin_memory)
+    return BatchLoader(cast(ImageSource, source), batch_size, seed, num_workers, rank, world, pin_memory=pin_memory)

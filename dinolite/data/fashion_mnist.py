@@ -22,7 +22,8 @@ def _read_idx(path: Path) -> np.ndarray:
     with opener(path, "rb") as f:
         raw = f.read()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise UserError(f"{path} is not a uint8 idx file: reinstall it with apt-get install --reinstall dataset-fashion-mnist")
+        raise UserError(f"{path} is not a uint8 idx file: reinstall it with "
+                        f"apt-get install --reinstall dataset-fashion-mnist")
     ndim = raw[3]
     dims = np.frombuffer(raw, dtype=">u4", count=ndim, offset=4).astype(np.int64)
     data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)

@@ -62,7 +62,8 @@ def decode_bounded(file, size: int, mode: str = "RGB") -> torch.Tensor:
         w, h = im.size
         scale = size / max(h, w)
         if scale < 1:
-            im = im.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=3.0)
+            target = (max(1, round(w * scale)), max(1, round(h * scale)))
+            im = im.resize(target, Image.Resampling.BILINEAR, reducing_gap=3.0)
         arr = np.asarray(im)
         if arr.ndim == 2:  # "L" images come back without a channel axis
             arr = arr[:, :, None]
@@ -70,7 +71,8 @@ def decode_bounded(file, size: int, mode: str = "RGB") -> torch.Tensor:
 
 
 def pad_batch(images: list[torch.Tensor], channels: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Write each ``[C, h, w]`` image into the top-left of a zero ``[B, C, size, size]`` canvas; returns it and ``hw``."""
+    """Write each ``[C, h, w]`` image into the top-left of a zero ``[B, C, size, size]`` canvas; returns it and
+    ``hw``."""
     out = torch.zeros(len(images), channels, size, size, dtype=torch.uint8)
     hw = torch.empty(len(images), 2, dtype=torch.int64)
     for row, img in enumerate(images):
@@ -88,7 +90,8 @@ class ImageFolder(ImageSource):
     def __init__(self, root: str, size: int = 256, subset: int = 0):
         path = Path(root)
         if not path.is_dir():
-            raise UserError(f"image folder {path} not found: set data.root to a folder holding {path.name}/<class>/<images>")
+            raise UserError(f"image folder {path} not found: set data.root to a folder holding "
+                            f"{path.name}/<class>/<images>")
         self.classes = sorted(p.name for p in path.iterdir() if p.is_dir())
         files, labels = [], []
         for label, name in enumerate(self.classes):
@@ -97,7 +100,8 @@ class ImageFolder(ImageSource):
                     files.append(f)
                     labels.append(label)
         if not files:
-            raise UserError(f"no images found under {path}/<class>/: expected files ending in {', '.join(sorted(EXTENSIONS))}")
+            raise UserError(f"no images found under {path}/<class>/: expected files ending in "
+                            f"{', '.join(sorted(EXTENSIONS))}")
         if subset:
             # Spread a subset over the classes instead of taking the first class only.
             keep = torch.linspace(0, len(files) - 1, min(subset, len(files))).round().long().unique().tolist()
@@ -152,7 +156,7 @@ def read_bad_log(path: Path | None) -> dict[str, str]:
     """File -> reason of every bad image recorded in ``path`` (empty when there is none)."""
     if path is None or not Path(path).is_file():
         return {}
-    out = {}
+    out: dict[str, str] = {}
     for line in Path(path).read_text(errors="replace").splitlines():
         name, _, reason = line.partition("\t")
         out.setdefault(name, reason)

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterable, Iterator
+from typing import cast
 
 import torch
 from torch.utils.data import DataLoader
 
-from .base import ImageSource
+from .base import Batch, ImageSource, Source, whole_batch
 
 
-def _identity(batch):
-    return batch
-
-
-def _loader(source, batches, num_workers, pin_memory) -> DataLoader:
+def _loader(source: ImageSource, batches: list[list[int]], num_workers: int, pin_memory: bool) -> DataLoader:
     # The DataLoader draws its workers' base seed from the generator it is given, or else from the
     # global RNG; a private generator keeps the global stream (drop path) identical across resumes.
-    return DataLoader(source, batch_sampler=batches, collate_fn=_identity, num_workers=num_workers,
+    return DataLoader(source, batch_sampler=batches, collate_fn=whole_batch, num_workers=num_workers,
                       pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
                       generator=torch.Generator().manual_seed(0))
 
@@ -46,11 +43,10 @@ class BatchLoader:
         b, w = self.batch_size, self.world
         return [perm[(s * w + self.rank) * b:(s * w + self.rank + 1) * b] for s in range(self.steps_per_epoch)]
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield ``(images uint8 [B,C,S,S], hw [B,2])`` from step ``start_step`` of ``epoch``."""
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """Yield ``(images uint8 [B,C,S,S], hw [B,2], labels [B])`` from step ``start_step`` of ``epoch``."""
         batches = self.batch_indices(epoch)[start_step:]
-        for images, hw, _ in _loader(self.source, batches, self.num_workers, self.pin_memory):
-            yield images, hw
+        yield from _loader(self.source, batches, self.num_workers, self.pin_memory)
 
     def skipped_samples(self) -> int:
         """Bad images met so far: those listed in the source's ``bad_log`` (shared by workers and ranks)."""
@@ -59,8 +55,8 @@ class BatchLoader:
         return len(read_bad_log(getattr(self.source, "bad_log", None)))
 
 
-def eval_batches(source, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                 indices: range | None = None):
+def eval_batches(source: Source, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+                 indices: range | list[int] | None = None) -> Iterable[Batch]:
     """All images (or those of ``indices``) in order, as ``(images, hw, labels)`` batches (the last may be short).
 
     Accepts an indexable ``ImageSource`` or a streamed ``ShardSet`` (shard order; bad samples
@@ -74,4 +70,4 @@ def eval_batches(source, batch_size: int, num_workers: int = 0, pin_memory: bool
         return source.eval_batches(batch_size, num_workers, pin_memory)
     idx = list(range(len(source)) if indices is None else indices)
     batches = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
-    return _loader(source, batches, num_workers, pin_memory)
+    return _loader(cast(ImageSource, source), batches, num_workers, pin_memory)

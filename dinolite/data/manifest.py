@@ -8,7 +8,6 @@ single byte of image data is read (schedules, progress bars and checkpoints need
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,11 +51,9 @@ def manifest_dict(shards: list[dict], classes: list[str], channels: int, max_sid
 
 def write_manifest(directory: Path, manifest: dict) -> Path:
     """Atomically (temp file, then rename) write ``directory/manifest.json``."""
-    path = directory / MANIFEST
-    tmp = directory / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(tmp, path)
-    return path
+    from ..engine.files import write_text
+
+    return write_text(directory / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 
 
 MIN_BYTES_PER_SAMPLE = 1024  # a tar member is a 512-byte header plus data padded to 512 bytes

@@ -8,9 +8,9 @@ and an image that does not decode comes back as ``None`` (callers skip and count
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import torch
 from webdataset.tariterators import group_by_keys, tar_file_expander

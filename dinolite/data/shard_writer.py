@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from PIL import Image
 from webdataset import TarWriter
@@ -156,7 +156,7 @@ def folder_samples(root: str, subset: int) -> SampleSource:
     left_out: list[str] = []
 
     def gen() -> Iterator[Sample]:
-        for i, (path, label) in enumerate(zip(folder.files, folder.labels.tolist())):
+        for i, (path, label) in enumerate(zip(folder.files, folder.labels.tolist(), strict=True)):
             try:
                 with Image.open(path) as im:  # reads the header only: size, and a check that it is an image
                     side = max(im.size)

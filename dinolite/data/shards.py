@@ -1,8 +1,8 @@
 """Webdataset shards as a data source: a streaming training loader and in-order evaluation.
 
 ``ShardSet`` describes a split (from its manifest) and iterates it in order for feature extraction;
-``ShardLoader`` streams it for pretraining with the same interface as ``BatchLoader``
-(``steps_per_epoch``, ``epoch(epoch, start_step)``). Splitting rules are in ``shard_plan``.
+``ShardLoader`` streams it for training as a ``base.TrainLoader``, like ``BatchLoader``. Splitting
+rules are in ``shard_plan``.
 
 Every worker batch travels with the worker's count of skipped samples, so the main process can
 report bad data (undecodable images, samples lost to a truncated shard) without any shared state.
@@ -10,9 +10,10 @@ report bad data (undecodable images, samples lost to a truncated shard) without 
 
 from __future__ import annotations
 
+import itertools
 import random
 import sys
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import webdataset as wds
@@ -20,6 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..config import DataConfig
 from . import shard_plan as plan
+from .base import Batch
 from .folder import pad_batch
 from .manifest import ShardInfo, ShardList, resolve_shards
 from .shard_read import RawSample, decode, read_shard
@@ -76,15 +78,17 @@ class ShardSet:
         images = [decode(r, self.size, self.channels) for r in raws]
         return images, torch.tensor([r.label for r in raws], dtype=torch.int64)
 
-    def eval_batches(self, batch_size: int, num_workers: int = 0, pin_memory: bool = False):
+    def eval_batches(self, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Batch]:
         """All readable samples in shard order, as ``(images, hw, labels)`` (bad ones skipped and counted)."""
         self.skipped_eval = 0
-        for images, hw, labels, _keys, _role, skipped in _loader(_EvalStream(self, batch_size), num_workers, pin_memory):
+        stream = _EvalStream(self, batch_size)
+        for images, hw, labels, _keys, _role, skipped in _loader(stream, num_workers, pin_memory):
             self.skipped_eval += skipped
             if len(labels):
                 yield images, hw, labels
         if self.skipped_eval:
-            print(f"warning: skipped {self.skipped_eval} unreadable samples of {self.spec}", file=sys.stderr, flush=True)
+            print(f"warning: skipped {self.skipped_eval} unreadable samples of {self.spec}", file=sys.stderr,
+                  flush=True)
 
 
 class _EvalStream(IterableDataset):
@@ -117,8 +121,9 @@ class _EvalStream(IterableDataset):
         raws = pending.pop(j)
         expected = min((j + 1) * self.batch, len(self.source)) - j * self.batch
         decoded, labels = self.source.decode_batch(raws)
-        good = [i for i, img in enumerate(decoded) if img is not None]
-        images, hw = pad_batch([decoded[i] for i in good], self.source.channels, self.source.size)
+        kept = [(i, img) for i, img in enumerate(decoded) if img is not None]
+        good = [i for i, _ in kept]
+        images, hw = pad_batch([img for _, img in kept], self.source.channels, self.source.size)
         return images, hw, labels[good], [raws[i].key for i in good], worker, expected - len(good)
 
 
@@ -135,7 +140,8 @@ class _TrainStream(IterableDataset):
         start, stop, nbatches = plan.train_range(sum(counts), self.batch, self.world, self.rank, workers, role)
         order = plan.shard_order(len(counts), self.seed, self.epoch)
         paths = [s.path for s in self.source.infos]
-        samples = (r for p in plan.pieces(counts, order, start, stop) for r in read_shard(paths[p.shard], p.start, p.stop))
+        pieces = plan.pieces(counts, order, start, stop)
+        samples = (r for p in pieces for r in read_shard(paths[p.shard], p.start, p.stop))
         # The buffer's order depends only on (seed, epoch, rank, role): a resumed epoch replays it.
         rng = random.Random(((self.seed * 1_000_003 + self.epoch) * 4099 + self.rank) * 257 + role)
         shuffle = wds.shuffle(self.source.shuffle_buffer, initial=self.source.shuffle_buffer, rng=rng)
@@ -151,7 +157,7 @@ class _TrainStream(IterableDataset):
         skipped, reserve = 0, []
         blank = torch.zeros(self.source.channels, self.source.size, self.source.size, dtype=torch.uint8)
         for b in range(done, nbatches):
-            slots = [r for _, r in zip(range(self.batch), raws)]
+            slots = list(itertools.islice(raws, self.batch))
             if len(slots) < self.batch:
                 # The shards hold fewer samples than their manifest says: this worker's share of the epoch
                 # ends here (no sample is recycled to make up for it). An empty batch carries the count of
@@ -164,7 +170,7 @@ class _TrainStream(IterableDataset):
             keys = [r.key for r in slots]
             images, labels, keys, bad = _fill(decoded, labels, keys, self.batch, reserve, blank)
             skipped += bad
-            reserve = list(zip(images, labels.tolist(), keys))
+            reserve = list(zip(images, labels.tolist(), keys, strict=True))
             batch, hw = pad_batch(images, self.source.channels, self.source.size)
             yield batch, hw, labels, keys, role, skipped
 
@@ -174,7 +180,8 @@ def _fill(decoded, labels, keys, batch, reserve, blank):
     (undecodable, or missing from a truncated shard) takes a good one of the same batch, cycling;
     failing that one of the worker's previous batch; failing that a black image. Returns the
     ``batch`` images, their labels and keys, and how many slots were bad."""
-    good = [(img, int(lab), key) for img, lab, key in zip(decoded, labels.tolist(), keys) if img is not None]
+    rows = zip(decoded, labels.tolist(), keys, strict=True)
+    good = [(img, int(lab), key) for img, lab, key in rows if img is not None]
     bad = batch - len(good)
     donors = good or reserve or [(blank, -1, "")]
     out = good + [donors[i % len(donors)] for i in range(bad)]
@@ -182,7 +189,7 @@ def _fill(decoded, labels, keys, batch, reserve, blank):
 
 
 class ShardLoader:
-    """Streams a ``ShardSet`` for pretraining with ``BatchLoader``'s interface.
+    """Streams a ``ShardSet`` for training (a ``base.TrainLoader``, like ``BatchLoader``).
 
     ``steps_per_epoch = total // (batch_size * world)`` from the manifest. ``epoch(e, k)``
     yields exactly ``steps_per_epoch - k`` batches; the stream of epoch ``e`` depends only on
@@ -210,12 +217,12 @@ class ShardLoader:
             self._skipped_now[item[4]] = item[5]
             yield item
 
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """The epoch's batches; fewer than ``steps_per_epoch - start_step`` when shards hold fewer samples
-        than their manifest says (a worker whose share ran dry sends an empty batch, dropped here)."""
-        for images, hw, *_ in self.batches(epoch, start_step):
+    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[Batch]:
+        """The epoch's ``(images, hw, labels)``; fewer than ``steps_per_epoch - start_step`` when shards hold
+        fewer samples than their manifest says (a worker whose share ran dry sends an empty batch, dropped here)."""
+        for images, hw, labels, *_ in self.batches(epoch, start_step):
             if len(images):
-                yield images, hw
+                yield images, hw, labels
 
     def skipped_samples(self) -> int:
         """Bad samples skipped so far, summed over ranks (a collective: every rank must call it)."""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..augment import EvalTransform
-from ..data import ImageSource, eval_batches
+from ..data import Source, eval_batches
 
 
 def _world() -> tuple[int, int]:
@@ -30,9 +32,9 @@ def _gather_in_order(part: Tensor, total: int, chunk: int) -> Tensor:
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, source: ImageSource, transform: EvalTransform, device: torch.device,
+def extract_features(backbone: nn.Module, source: Source, transform: EvalTransform, device: torch.device,
                      batch_size: int = 256, num_workers: int = 0, desc: str = "features",
-                     progress: bool = True, indices: list[int] | None = None) -> tuple[Tensor, Tensor]:
+                     progress: bool = True, indices: range | list[int] | None = None) -> tuple[Tensor, Tensor]:
     """``(features [N, D] float32, labels [N])`` on ``device``, in the source's order.
 
     Under torch.distributed every rank extracts a contiguous share of an indexable source and
@@ -72,18 +74,21 @@ class ProbeFeatures(nn.Module):
     tokens (DINO: n = 4 without pooling for ViT-S, n = 1 with pooling for ViT-B); for a CNN, its globally
     pooled features (DINO's ResNet-50 protocol), ``n_blocks`` and ``avgpool`` not applying."""
 
+    backbone: Any  # a timm model (blocks, num_features, forward_intermediates are timm's attributes)
+
     def __init__(self, backbone: nn.Module, n_blocks: int | None = None, avgpool: bool = False):
         super().__init__()
         from ..models import is_vit_backbone
 
+        self.backbone = backbone
         self.vit = is_vit_backbone(backbone)
-        depth = len(backbone.blocks) if self.vit else 0
+        depth = len(self.backbone.blocks) if self.vit else 0
         n_blocks = min(4, depth) if n_blocks is None else n_blocks  # DINO's ViT-S choice, capped by the depth
         if self.vit and not 1 <= n_blocks <= depth:
             from ..errors import UserError
 
             raise UserError(f"--n-blocks must be between 1 and the backbone's depth ({depth}), not {n_blocks}")
-        self.backbone, self.n_blocks, self.avgpool = backbone, n_blocks, avgpool
+        self.n_blocks, self.avgpool = n_blocks, avgpool
 
     @property
     def dim(self) -> int:

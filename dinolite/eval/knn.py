@@ -12,7 +12,7 @@ on top of the bank and queries themselves and the ``[Q, k_max]`` results. With t
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor

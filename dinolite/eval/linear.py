@@ -21,14 +21,12 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..augment import crop_resize, sample_crop_boxes
-from ..data import ImageSource
+from ..data import Source, build_loader
+from ..data.base import check_class_labels
+from ..errors import UserError
 from .knn import topk_accuracy
 
 FAST_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)
-
-
-def _whole_batch(batch):
-    return batch  # sources return whole batches from __getitems__
 
 
 def linear_layer(dim: int, num_classes: int) -> nn.Linear:
@@ -44,6 +42,9 @@ def cosine_factor(step: int, total: int) -> float:
 
 class ProbeTrainTransform(nn.Module):
     """DINO's linear-probe training view on the device: RandomResizedCrop + flip, normalised."""
+
+    mean: Tensor  # buffers
+    std: Tensor
 
     def __init__(self, size: int, mean, std, scale=(0.08, 1.0)):
         super().__init__()
@@ -67,28 +68,30 @@ class ProtocolResult:
     test: dict
 
 
-def train_protocol(features: nn.Module, dim: int, train: ImageSource, train_view: ProbeTrainTransform,
+def train_protocol(features: nn.Module, dim: int, train: Source, train_view: ProbeTrainTransform,
                    test_feats: Tensor, test_labels: Tensor, num_classes: int, device: torch.device,
                    epochs: int = 100, batch_size: int = 1024, base_lr: float = 0.001, seed: int = 0,
                    num_workers: int = 0, progress: bool = True) -> ProtocolResult:
-    """Train the linear layer on augmented views passed through the frozen ``features`` each step."""
+    """Train the linear layer on augmented views passed through the frozen ``features`` each step.
+
+    The batches come from pretraining's loader (``build_loader``: seeded order, full batches; an image
+    folder, Fashion-MNIST or streamed shards alike).
+    """
+    if len(train) < batch_size:
+        raise UserError(f"--batch-size {batch_size} is more than the {len(train)} training images: lower --batch-size")
     torch.manual_seed(seed)
     clf = linear_layer(dim, num_classes).to(device)
     lr = base_lr * batch_size / 256
     opt = torch.optim.SGD(clf.parameters(), lr=lr, momentum=0.9, weight_decay=0.0)
     g = torch.Generator(device).manual_seed(seed)
-    order_g = torch.Generator().manual_seed(seed)
-    steps_per_epoch = math.ceil(len(train) / batch_size)
-    total, step = epochs * steps_per_epoch, 0
+    loader = build_loader(train, batch_size, seed, num_workers, pin_memory=device.type == "cuda")
+    total, step = epochs * loader.steps_per_epoch, 0
     features.eval()
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     bar = tqdm(total=total, desc="linear probe", disable=not progress, leave=False)
-    for _ in range(epochs):
-        perm = torch.randperm(len(train), generator=order_g).tolist()
-        batches = [perm[i:i + batch_size] for i in range(0, len(perm), batch_size)]
-        loader = torch.utils.data.DataLoader(train, batch_sampler=batches, collate_fn=_whole_batch,
-                                             num_workers=num_workers)
-        for images, hw, y in loader:
+    for epoch in range(epochs):
+        for images, hw, y in loader.epoch(epoch):
+            check_class_labels(y, num_classes, "the training data", "the linear probe")
             for group in opt.param_groups:
                 group["lr"] = lr * cosine_factor(step, total)
             with torch.no_grad(), autocast:
@@ -151,6 +154,7 @@ def train_sweep(train_feats: Tensor, train_labels: Tensor, test_feats: Tensor, t
             w.grad = b.grad = None
             (loss / len(idx)).backward()
             with torch.no_grad():
+                assert w.grad is not None and b.grad is not None
                 step_lr = (lr * cosine_factor(step, total)).view(-1, 1, 1)
                 buf_w.mul_(0.9).add_(w.grad)
                 buf_b.mul_(0.9).add_(b.grad)

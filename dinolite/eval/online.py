@@ -4,6 +4,8 @@ the quickstart's ViT on 2 CPU cores)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -38,7 +40,7 @@ class OnlineKNN:
     @torch.no_grad()
     def __call__(self, backbone: nn.Module) -> float:
         """Top-1 (in %); every rank computes the same figure on its own (no collective)."""
-        kw = dict(batch_size=self.batch_size, num_workers=self.num_workers, progress=False)
+        kw: dict[str, Any] = dict(batch_size=self.batch_size, num_workers=self.num_workers, progress=False)
         bank, bank_y = extract_features(backbone, self.train, self.transform, self.device, indices=self.bank_idx, **kw)
         queries, y = extract_features(backbone, self.test, self.transform, self.device, indices=self.query_idx, **kw)
         return knn_accuracy(queries, y, bank, bank_y, self.num_classes, self.k, self.temperature)["top1"]

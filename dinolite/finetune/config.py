@@ -1,4 +1,5 @@
-"""Typed fine-tuning config: a ``FinetuneConfig`` dataclass checked by OmegaConf, a YAML recipe, ``key=value`` overrides.
+"""Typed fine-tuning config: a ``FinetuneConfig`` dataclass checked by OmegaConf, a YAML recipe,
+``key=value`` overrides.
 
 The data section is pretraining's ``DataConfig`` (same sources: image folder, Fashion-MNIST, shards).
 """
@@ -6,7 +7,7 @@ The data section is pretraining's ``DataConfig`` (same sources: image folder, Fa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict, List
+from typing import Any, cast
 
 from omegaconf import OmegaConf
 
@@ -20,14 +21,14 @@ DEFAULT_RECIPE = "finetune_fmnist"
 @dataclass
 class FTAugmentConfig:
     image_size: int = 0  # training and evaluation size in pixels; 0 = the backbone's pretraining size
-    scale: List[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
+    scale: list[float] = field(default_factory=lambda: [0.08, 1.0])  # RandomResizedCrop area range
     flip_p: float = 0.5
     jitter_p: float = 0.0  # colour jitter probability (0 = off)
     brightness: float = 0.4
     contrast: float = 0.4
     saturation: float = 0.4
-    mean: List[float] = field(default_factory=list)  # [] = the pretraining run's, else ImageNet's
-    std: List[float] = field(default_factory=list)
+    mean: list[float] = field(default_factory=list)  # [] = the pretraining run's, else ImageNet's
+    std: list[float] = field(default_factory=list)
     crop_ratio: float = 1.0  # evaluation: centre square of this fraction of the shorter side
 
 
@@ -36,7 +37,7 @@ class FTModelConfig:
     drop_path_rate: float = 0.1  # the student's; teachers run without
     head_init_std: float = 0.02  # new classifier weights ~ truncated N(0, std), biases 0
     timm_pretrained: bool = True  # --init timm:NAME: timm's pretrained weights (false: random init)
-    timm_kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs for timm:NAME
+    timm_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs for timm:NAME
 
 
 @dataclass
@@ -62,11 +63,11 @@ class BornAgainConfig:
 
 @dataclass
 class LayerwiseConfig:
-    exits: List[int] = field(default_factory=list)  # blocks (1..depth-1) carrying an exit; [] = 1/4, 1/2, 3/4 of depth
+    exits: list[int] = field(default_factory=list)  # blocks (1..depth-1) carrying an exit; [] = 1/4, 1/2, 3/4 of depth
     temperature: float = 3.0
     kd_weight: float = 1.0  # weight of each shallow exit's KL to the final exit
     hint_weight: float = 0.0  # weight of the feature hint (0 = off)
-    thresholds: List[float] = field(default_factory=lambda: [0.8, 0.9, 0.95])  # early-exit confidence thresholds
+    thresholds: list[float] = field(default_factory=lambda: [0.8, 0.9, 0.95])  # early-exit confidence thresholds
 
 
 @dataclass
@@ -86,9 +87,10 @@ class FTTrainConfig:
     checkpoint_every_minutes: float = 10.0
     keep_checkpoints: int = 2
     stop_after_steps: int = 0  # stop (with a checkpoint) after this many steps of the whole command; 0 = run to the end
+    resume_schedule_change: bool = False  # accept a resume with another optim.epochs / batch_size
     # Metrics always go to metrics.jsonl; "tensorboard" adds event files (<run>/tensorboard) and "wandb" a
     # Weights & Biases run (<run>/wandb), offline unless wandb_mode says "online".
-    loggers: List[str] = field(default_factory=lambda: ["jsonl"])
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
     wandb_project: str = "dinolite"
     wandb_mode: str = "offline"
 
@@ -120,7 +122,7 @@ def load_finetune_config(config: str | None = None, overrides: list[str] | None 
     cfg = merge_recipe(FinetuneConfig, recipe_path(config or DEFAULT_RECIPE), overrides, "dinolite/finetune/config.py")
     if not cfg.train.output_dir:
         cfg.train.output_dir = f"runs/{cfg.recipe}-{cfg.method}"
-    out: FinetuneConfig = OmegaConf.to_object(cfg)
+    out = cast(FinetuneConfig, OmegaConf.to_object(cfg))
     validate(out)
     return out
 
@@ -137,11 +139,13 @@ def validate(cfg: FinetuneConfig) -> None:
         (cfg.data.source != "shards" or bool(cfg.data.eval_shards),
          "data.source=shards needs data.eval_shards (the test split's shards)"),
         (a.image_size >= 0, "augment.image_size must be >= 0 (0 = the backbone's size)"),
-        (len(a.scale) == 2 and 0 < a.scale[0] <= a.scale[1] <= 1, "augment.scale must be [low, high] with 0 < low <= high <= 1"),
+        (len(a.scale) == 2 and 0 < a.scale[0] <= a.scale[1] <= 1,
+         "augment.scale must be [low, high] with 0 < low <= high <= 1"),
         probability("augment.flip_p", a.flip_p),
         probability("augment.jitter_p", a.jitter_p),
         *[at_least(f"augment.{k}", getattr(a, k), 0) for k in ("brightness", "contrast", "saturation")],
-        (len(a.mean) == len(a.std) and len(a.mean) in (0, 1, 3), "augment.mean/std must both have 0 (default), 1 or 3 values"),
+        (len(a.mean) == len(a.std) and len(a.mean) in (0, 1, 3),
+         "augment.mean/std must both have 0 (default), 1 or 3 values"),
         (all(s > 0 for s in a.std), "augment.std values must be > 0"),
         (0 < a.crop_ratio <= 1, "augment.crop_ratio must be in (0, 1]"),
         (o.epochs >= 1 and o.batch_size >= 1, "optim.epochs and optim.batch_size must be >= 1"),
@@ -150,7 +154,8 @@ def validate(cfg: FinetuneConfig) -> None:
         at_least("optim.warmup_epochs", o.warmup_epochs, 0),
         at_least("optim.weight_decay", o.weight_decay, 0),
         at_least("optim.clip_grad", o.clip_grad, 0, " (0 = no clipping)"),
-        (finite(cfg.model.drop_path_rate) and 0 <= cfg.model.drop_path_rate < 1, "model.drop_path_rate must be in [0, 1)"),
+        (finite(cfg.model.drop_path_rate) and 0 <= cfg.model.drop_path_rate < 1,
+         "model.drop_path_rate must be in [0, 1)"),
         positive("model.head_init_std", cfg.model.head_init_std),
         (0 < o.layer_decay <= 1, "optim.layer_decay must be in (0, 1] (1 = no layer-wise decay)"),
         (0 <= o.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)"),
@@ -168,6 +173,3 @@ def validate(cfg: FinetuneConfig) -> None:
             raise UserError(f"invalid config: {msg}")
 
 
-def as_dict(cfg: FinetuneConfig) -> dict:
-    """The resolved config as plain containers (stored in checkpoints, which hold no dataclasses)."""
-    return OmegaConf.to_container(OmegaConf.structured(cfg))

@@ -1,26 +1,21 @@
 """Labelled training batches and the checks that the data really is labelled.
 
-The sources and the rank-split, seeded, resumable batch order are pretraining's (``build_source``,
-``BatchLoader`` / ``ShardLoader``); fine-tuning only needs the labels that pretraining drops.
+The sources and the loaders are pretraining's (``build_source``, ``build_loader``: rank split, seeded
+order that resumes mid-epoch); their batches carry the labels that pretraining ignores.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterator
 
 import torch
-from torch.utils.data import DataLoader
 
-from ..data import build_loader, build_source, eval_batches
-from ..train import per_rank_batch
-from ..data.shards import ShardLoader
+from ..data import Batch, Source, TrainLoader, build_loader, build_source, eval_batches
+from ..data.base import check_class_labels
+from ..engine.runtime import per_rank_batch
 from ..errors import UserError
 from .config import FinetuneConfig
-
-
-def _whole_batch(batch):
-    return batch  # sources return whole batches from __getitems__
 
 
 def _where(cfg: FinetuneConfig, split: str) -> str:
@@ -61,42 +56,16 @@ def check_labels(train, test, cfg: FinetuneConfig) -> list[str]:
 
 
 def check_batch_labels(labels: torch.Tensor, num_classes: int, where: str) -> None:
-    """Labels must be class indices; -1 is what a shard sample without a .cls file carries."""
-    if bool((labels < 0).any()):
-        raise UserError(f"{int((labels < 0).sum())} image(s) in {where} carry no label: fine-tuning needs "
-                        f"labelled data (shards written by 'dinolite shards' from an image folder or Fashion-MNIST)")
-    if bool((labels >= num_classes).any()):
-        raise UserError(f"{where} has label {int(labels.max())} but the training split has only {num_classes} "
-                        f"classes: use a test split with the training split's classes")
-
-
-class TrainLoader:
-    """One seed's labelled training batches of this rank (pretraining's loader plus the labels)."""
-
-    def __init__(self, source, batch_size: int, seed: int, num_workers: int, rank: int, world: int, pin_memory: bool):
-        self.source, self.num_workers, self.pin_memory = source, num_workers, pin_memory
-        self.loader = build_loader(source, batch_size, seed, num_workers, rank, world, pin_memory)
-        self.steps_per_epoch = self.loader.steps_per_epoch
-
-    def epoch(self, epoch: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """``(images uint8, hw, labels)`` from step ``start_step`` of ``epoch``."""
-        if isinstance(self.loader, ShardLoader):
-            for images, hw, labels, *_ in self.loader.batches(epoch, start_step):
-                yield images, hw, labels
-            return
-        batches = self.loader.batch_indices(epoch)[start_step:]
-        # a private generator: the global RNG stream (drop path) stays identical across resumes
-        yield from DataLoader(self.source, batch_sampler=batches, collate_fn=_whole_batch, num_workers=self.num_workers,
-                              pin_memory=self.pin_memory, prefetch_factor=4 if self.num_workers else None,
-                              generator=torch.Generator().manual_seed(0))
+    """Fine-tuning's labels must be class indices (see ``data.base.check_class_labels``)."""
+    check_class_labels(labels, num_classes, where, "fine-tuning")
 
 
 @dataclass
 class LabeledData:
     """The two splits, their classes, and how to batch them on this rank."""
 
-    train: object
-    test: object
+    train: Source
+    test: Source
     classes: list[str]
     batch_size: int
     num_workers: int
@@ -109,9 +78,10 @@ class LabeledData:
         return self.train.channels
 
     def train_loader(self, seed: int) -> TrainLoader:
-        return TrainLoader(self.train, self.batch_size, seed, self.num_workers, self.rank, self.world, self.pin_memory)
+        """This rank's ``(images, hw, labels)`` training batches in ``seed``'s order (resumable mid-epoch)."""
+        return build_loader(self.train, self.batch_size, seed, self.num_workers, self.rank, self.world, self.pin_memory)
 
-    def test_batches(self, batch_size: int):
+    def test_batches(self, batch_size: int) -> Iterable[Batch]:
         """``(images, hw, labels)`` of the whole test split, in order."""
         return eval_batches(self.test, batch_size, self.num_workers, self.pin_memory)
 

@@ -9,6 +9,7 @@ classifier. ``forward`` always returns a list of logits, shallow to deep.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import Tensor, nn
 
@@ -26,11 +27,13 @@ def check_exit_blocks(blocks: list[int], depth: int) -> list[int]:
         raise UserError("layer-wise distillation puts exits on a ViT's blocks and --init is not a ViT: "
                         "pick a ViT --init, or another method")
     if depth < 2:
-        raise UserError(f"the backbone has {depth} block: layer-wise distillation needs at least 2; pick a deeper --init")
+        raise UserError(f"the backbone has {depth} block: layer-wise distillation needs at least 2; "
+                        f"pick a deeper --init")
     for b in blocks:
         if not 1 <= b <= depth - 1:
-            raise UserError(f"layerwise.exits={list(blocks)}: block {b} is outside the backbone's depth ({depth} blocks); "
-                            f"use block numbers 1..{depth - 1} (the final classifier sits after block {depth})")
+            raise UserError(f"layerwise.exits={list(blocks)}: block {b} is outside the backbone's depth "
+                            f"({depth} blocks); use block numbers 1..{depth - 1} "
+                            f"(the final classifier sits after block {depth})")
     if len(set(blocks)) != len(blocks):
         raise UserError(f"layerwise.exits={list(blocks)} lists a block twice: give each block once")
     return sorted(blocks)
@@ -60,13 +63,17 @@ class ExitOutputs:
 class MultiExitViT(nn.Module):
     """``vit`` (a timm ViT with a classification head) plus exits after ``exit_blocks`` (1-based)."""
 
+    vit: Any  # a timm model: its attributes (blocks, num_features, forward_intermediates) are timm's
+
     def __init__(self, vit: nn.Module, exit_blocks: list[int] | None = None, hint: bool = False, std: float = 0.02):
         super().__init__()
         self.vit = vit
-        self.exit_blocks = check_exit_blocks(list(exit_blocks or []), len(getattr(vit, "blocks", []))) if exit_blocks else []
+        depth = len(getattr(vit, "blocks", []))
+        self.exit_blocks = check_exit_blocks(list(exit_blocks or []), depth) if exit_blocks else []
         if self.exit_blocks and not hasattr(vit, "forward_intermediates"):
-            raise UserError(f"{type(vit).__name__} has no forward_intermediates: layer-wise distillation needs a timm ViT")
-        dim, classes = vit.num_features, vit.num_classes
+            raise UserError(f"{type(vit).__name__} has no forward_intermediates: "
+                            f"layer-wise distillation needs a timm ViT")
+        dim, classes = self.vit.num_features, self.vit.num_classes
         self.exits = nn.ModuleList(ExitHead(dim, classes, std) for _ in self.exit_blocks)
         self.hints = nn.ModuleList(nn.Linear(dim, dim) for _ in self.exit_blocks) if hint else nn.ModuleList()
 

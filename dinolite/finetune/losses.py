@@ -8,6 +8,9 @@ detached here, so no gradient can reach a teacher whatever the caller passes.
 
 from __future__ import annotations
 
+import functools
+import operator
+
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -46,6 +49,11 @@ def hint_loss(shallow: Tensor, deep: Tensor) -> Tensor:
     return F.mse_loss(shallow.float(), deep.detach().float())
 
 
+def _sum(xs: list[Tensor]) -> Tensor:
+    """The sum of a non-empty list of tensors (as ``sum()``, which types as ``Tensor | int``)."""
+    return functools.reduce(operator.add, xs)
+
+
 def layerwise_loss(exit_logits: list[Tensor], labels: Tensor, temperature: float, kd_weight: float,
                    hint_pairs: list[tuple[Tensor, Tensor]] | None = None, hint_weight: float = 0.0,
                    label_smoothing: float = 0.0) -> tuple[Tensor, dict]:
@@ -57,10 +65,10 @@ def layerwise_loss(exit_logits: list[Tensor], labels: Tensor, temperature: float
     final = exit_logits[-1]
     ces = [cross_entropy(z, labels, label_smoothing) for z in exit_logits]
     kds = [kd_kl(z, final, temperature) for z in exit_logits[:-1]]
-    loss = sum(ces) + kd_weight * sum(kds)
-    logs = {"ce": sum(ces).detach() / len(ces), "kd": (sum(kds).detach() / len(kds)) if kds else ces[0].detach() * 0}
+    loss = _sum(ces) + kd_weight * _sum(kds) if kds else _sum(ces)
+    logs = {"ce": _sum(ces).detach() / len(ces), "kd": (_sum(kds).detach() / len(kds)) if kds else ces[0].detach() * 0}
     if hint_pairs and hint_weight > 0:
-        hint = sum(hint_loss(s, d) for s, d in hint_pairs)
+        hint = _sum([hint_loss(s, d) for s, d in hint_pairs])
         loss = loss + hint_weight * hint
         logs["hint"] = hint.detach()
     return loss, logs

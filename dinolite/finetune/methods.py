@@ -9,30 +9,48 @@ generation k in ``gen<k>/``, resumable mid-generation; the others train one mode
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
 from ..augment import EvalTransform
-from ..distributed import DistInfo, barrier, init_from_env
-from ..train import resolve_device, run_threads
+from ..distributed import DistInfo, barrier
+from ..engine.lock import run_lock
+from ..engine.rundir import RunDir, open_run_dir
+from ..engine.runtime import run_threads, start
 from .augment import ConsistencyView
-from .. import config
 from .config import FinetuneConfig
 from .data import LabeledData, build_data
 from .exits import check_exit_blocks, default_exit_blocks
-from .model import (MODEL_FILE, InitSpec, build_model, check_teacher, model_meta, normalisation, read_model,
-                    rebuild, resolve_init, save_model)
+from .model import (
+    MODEL_FILE,
+    InitSpec,
+    build_model,
+    check_teacher,
+    model_meta,
+    normalisation,
+    read_model,
+    rebuild,
+    resolve_init,
+    save_model,
+)
 from .objectives import BornAgain, Consistency, Layerwise, Supervised
 from .tables import born_again_rows, layerwise_rows, markdown, single_rows, write_tables
 from .trainer import LOGITS_FILE, FinetuneTrainer, is_done, load_logits, predict, save_logits
 
+# A resume may not change these (the models' shapes, their views, the data), and needs
+# train.resume_schedule_change=true for those (the schedule's length); see engine/rundir.py.
+FIXED_ON_RESUME = ("data.source", "data.root", "data.train_dir", "augment.image_size", "layerwise.exits",
+                   "layerwise.hint_weight", "born_again.generations", "born_again.teacher")
+SCHEDULE = ("optim.epochs", "optim.batch_size")
 
-def prepare_run_dir(cfg: FinetuneConfig, is_main: bool) -> Path:
-    """Create the run directory, refuse one of another recipe, method or init, save the resolved config."""
-    return config.prepare_run_dir(cfg, is_main, identity=("recipe", "method", "init"))
+
+def prepare_run_dir(cfg: FinetuneConfig, is_main: bool) -> RunDir:
+    """Create the run directory, refuse one of another recipe, method or init (or a resume that changes the
+    models or the data), save the resolved config."""
+    return open_run_dir(cfg, is_main, identity=("recipe", "method", "init"), fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
 
 
 @dataclass
@@ -48,6 +66,7 @@ class Context:
     dist: DistInfo
     device: torch.device
     progress: bool
+    schedule_changes: dict = field(default_factory=dict)  # accepted on resume (recorded in each model's metrics)
 
     @property
     def steps_per_model(self) -> int:
@@ -78,7 +97,8 @@ class Context:
             return True, (load_logits(out_dir / LOGITS_FILE) if self.dist.is_main else None)
         model = self.build(seed)
         trainer = FinetuneTrainer(self.cfg, self.data, model, objective(model), out_dir, self.meta(model), self.dist,
-                                  self.device, seed, self.mean, self.std, self.image_size, self.progress, stop_at, desc)
+                                  self.device, seed, self.mean, self.std, self.image_size, self.progress, stop_at, desc,
+                                  self.schedule_changes)
         if not trainer.fit():
             return False, None
         logits = trainer.finish()
@@ -130,7 +150,8 @@ def run_single(ctx: Context, run_dir: Path) -> dict | None:
         rows = layerwise_rows(logits, labels, ctx.exit_blocks() + [depth], list(c.layerwise.thresholds))
     elif c.method == "consistency":
         cc = c.consistency
-        rows = single_rows(logits, labels, depth, f"lambda {cc.weight:g}, T {cc.temperature:g}, strength {cc.strength:g}")
+        note = f"lambda {cc.weight:g}, T {cc.temperature:g}, strength {cc.strength:g}"
+        rows = single_rows(logits, labels, depth, note)
     else:
         rows = single_rows(logits, labels, depth, f"label smoothing {smooth:g}" if smooth else "")
     return _results(ctx, rows, labels, 1)
@@ -179,15 +200,13 @@ def run_born_again(ctx: Context, run_dir: Path) -> dict | None:
                 if stop_at <= 0:
                     _stopped(c, ctx.dist.is_main)
                     return None
-            if k == 0:
-                def objective(model):
-                    return Supervised(c.optim.label_smoothing)
-            else:
-                prev = run_dir / f"gen{k - 1}"
+            prev = run_dir / f"gen{k - 1}"
 
-                def objective(model, prev=prev):
-                    teacher, _ = load_teacher(prev, ctx.meta(model), ctx.device)
-                    return BornAgain(teacher, b.alpha, b.temperature, c.optim.label_smoothing)
+            def objective(model, prev=prev, k=k):
+                if k == 0:
+                    return Supervised(c.optim.label_smoothing)
+                teacher, _ = load_teacher(prev, ctx.meta(model), ctx.device)
+                return BornAgain(teacher, b.alpha, b.temperature, c.optim.label_smoothing)
             finished, out = ctx.train(out_dir, objective, c.train.seed + k, stop_at, f"generation {k}")
             trained += 1
             if not finished:
@@ -196,7 +215,7 @@ def run_born_again(ctx: Context, run_dir: Path) -> dict | None:
         if out is not None:
             generations.append(out[0])
             labels = out[1]
-    if not ctx.dist.is_main:
+    if not ctx.dist.is_main or labels is None:
         return None
     note = f"given teacher {b.teacher}" if b.teacher else "supervised"
     rows = born_again_rows(generations, labels, note)
@@ -215,8 +234,7 @@ def finetune(cfg: FinetuneConfig, progress: bool = True, dist: DistInfo | None =
 
 def _finetune(cfg: FinetuneConfig, progress: bool, dist: DistInfo | None) -> dict | None:
     t0 = time.time()
-    device = resolve_device(cfg.train.device)
-    dist = dist or init_from_env(device.type)
+    device, dist = start(cfg.train.device, dist)
     data = build_data(cfg, dist.rank, dist.world, device.type == "cuda")
     init = resolve_init(cfg, data.channels)
     mean, std = normalisation(cfg, init, data.channels)
@@ -224,10 +242,9 @@ def _finetune(cfg: FinetuneConfig, progress: bool, dist: DistInfo | None) -> dic
                   progress and dist.is_main)
     if cfg.method == "layerwise":
         check_exit_blocks(ctx.exit_blocks(), init.depth)
-    from ..run_lock import run_lock
-
     with run_lock(cfg.train.output_dir, take=dist.is_main):  # one process owns the run directory
-        run_dir = prepare_run_dir(cfg, dist.is_main)  # only a config that passed every check is saved
+        run = prepare_run_dir(cfg, dist.is_main)  # only a config that passed every check is saved
+        ctx.schedule_changes, run_dir = run.schedule_changes, run.path
         results = run_born_again(ctx, run_dir) if cfg.method == "born-again" else run_single(ctx, run_dir)
     if results is not None and dist.is_main:
         md, _ = write_tables(run_dir, results)

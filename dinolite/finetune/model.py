@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import timm
 import torch
 from torch import nn
 
-from .. import checkpoint as ckpt
+from ..engine import checkpoint as ckpt
 from ..errors import UserError
 from ..export import write_safetensors
 from ..models import is_vit
@@ -63,7 +64,7 @@ def _from_timm(name: str, cfg: FinetuneConfig, in_chans: int) -> InitSpec:
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.train.seed)
-            model = timm.create_model(name, pretrained=cfg.model.timm_pretrained, **kwargs)
+            model: Any = timm.create_model(name, pretrained=cfg.model.timm_pretrained, **kwargs)  # timm's attributes
     except (TypeError, ValueError, AssertionError) as err:
         raise UserError(f"cannot build timm:{name} with model.timm_kwargs={cfg.model.timm_kwargs} ({err})") from None
     except (RuntimeError, OSError) as err:  # no network or no cached file for the pretrained weights
@@ -99,7 +100,7 @@ def normalisation(cfg: FinetuneConfig, init: InitSpec, channels: int) -> tuple[l
     """``augment.mean/std`` when set, else the pretraining run's, else ImageNet's (averaged for 1 channel)."""
     if cfg.augment.mean:
         mean, std = list(cfg.augment.mean), list(cfg.augment.std)
-    elif init.mean is not None and len(init.mean) == channels:
+    elif init.mean is not None and init.std is not None and len(init.mean) == channels:
         mean, std = list(init.mean), list(init.std)
     else:
         mean, std = IMAGENET
@@ -117,7 +118,7 @@ def build_model(init: InitSpec, num_classes: int, exit_blocks: list[int], hint: 
     kwargs = {**init.kwargs, "num_classes": 0, "drop_path_rate": drop_path_rate}
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vit = timm.create_model(init.arch, pretrained=False, **kwargs)
+        vit: Any = timm.create_model(init.arch, pretrained=False, **kwargs)  # timm's reset/get_classifier
         load_into(vit, init.state_dict, Path(init.source))
         vit.reset_classifier(num_classes)
         classifier = vit.get_classifier()  # a ViT's head, a ResNet's fc, ...
@@ -150,21 +151,21 @@ def rebuild(meta: dict, state: dict, source: Path) -> MultiExitViT:
 
 def read_model(path: str | Path) -> tuple[dict, dict, Path]:
     """``(meta, state_dict, file)`` of a fine-tuned model: a run directory, its model file or a checkpoint."""
-    path = Path(path)
-    if path.is_dir():
-        if (path / MODEL_FILE).is_file():
-            path = path / MODEL_FILE
+    file = Path(path)
+    if file.is_dir():
+        if (file / MODEL_FILE).is_file():
+            file = file / MODEL_FILE
         else:
-            last = ckpt.list_checkpoints(path)
+            last = ckpt.list_checkpoints(file)
             if not last:
-                raise UserError(f"{path} holds no {MODEL_FILE} nor checkpoint: pass a finished 'dinolite finetune' run")
-            path = last[-1]
-    obj, meta = read_weights_file(path)
+                raise UserError(f"{file} holds no {MODEL_FILE} nor checkpoint: pass a finished 'dinolite finetune' run")
+            file = last[-1]
+    obj, meta = read_weights_file(file)
     if META_KEY in meta:
-        return json.loads(meta[META_KEY]), obj, path
+        return json.loads(meta[META_KEY]), obj, file
     if isinstance(obj, dict) and isinstance(obj.get("meta"), dict) and "model" in obj:
-        return obj["meta"], obj["model"], path
-    raise UserError(f"{path} is not a 'dinolite finetune' model (no {META_KEY} metadata): "
+        return obj["meta"], obj["model"], file
+    raise UserError(f"{file} is not a 'dinolite finetune' model (no {META_KEY} metadata): "
                     f"pass a run directory or model file written by 'dinolite finetune'")
 
 
@@ -173,14 +174,16 @@ def check_teacher(teacher: dict, student: dict, source: Path) -> None:
     t_kw, s_kw = teacher["timm_kwargs"], student["timm_kwargs"]
     diffs = [f"{k} {t_kw.get(k)} vs {s_kw.get(k)}" for k in _ARCH_KEYS if t_kw.get(k) != s_kw.get(k)]
     if teacher["arch"] != student["arch"] or diffs:
-        what = "; ".join(([f"arch {teacher['arch']} vs {student['arch']}"] if teacher["arch"] != student["arch"] else [])
-                         + diffs)
+        arch = [f"arch {teacher['arch']} vs {student['arch']}"] if teacher["arch"] != student["arch"] else []
+        what = "; ".join(arch + diffs)
         raise UserError(f"teacher {source} has another architecture than the student ({what}, teacher vs student): "
                         f"pass a teacher fine-tuned from the same --init")
     if t_kw["num_classes"] != s_kw["num_classes"]:
         raise UserError(f"teacher {source} predicts {t_kw['num_classes']} classes but the data has "
                         f"{s_kw['num_classes']}: pass a teacher fine-tuned on this data")
     if teacher["classes"] != student["classes"]:
-        first = next(i for i, (a, b) in enumerate(zip(teacher["classes"], student["classes"])) if a != b)
+        # as many classes on both sides (num_classes matched above)
+        first = next(i for i, (a, b) in enumerate(zip(teacher["classes"], student["classes"], strict=True)) if a != b)
         raise UserError(f"teacher {source} has other classes than the data (class {first}: "
-                        f"{teacher['classes'][first]!r} vs {student['classes'][first]!r}): pass a teacher fine-tuned on this data")
+                        f"{teacher['classes'][first]!r} vs {student['classes'][first]!r}): "
+                        f"pass a teacher fine-tuned on this data")

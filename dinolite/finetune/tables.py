@@ -7,11 +7,11 @@ finished run's tables can always be rebuilt from its files.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from torch import Tensor
 
+from ..engine.files import write_text
 from .metrics import accuracy, early_exit_figures, ensemble_probs
 
 
@@ -37,14 +37,15 @@ def layerwise_rows(logits: list[Tensor], labels: Tensor, depths: list[int], thre
     """Each exit, the ensemble of all exits, and early exit at each confidence threshold."""
     total = depths[-1]
     rows = [{"model": f"exit after block {d}/{total}" if d < total else f"final classifier (block {total}/{total})",
-             "top1": accuracy(z, labels), "note": ""} for z, d in zip(logits, depths)]
+             "top1": accuracy(z, labels), "note": ""} for z, d in zip(logits, depths, strict=True)]
     rows.append({"model": f"ensemble of the {len(logits)} exits", "top1": accuracy(ensemble_probs(logits), labels),
                  "note": "averaged probabilities"})
     for t in thresholds:
         f = early_exit_figures(logits, labels, depths, t)
-        rows.append({"model": f"early exit, confidence >= {t:g}", "top1": f["top1"],
-                     "avg_depth": f["avg_depth"], "note": f"average depth {f['avg_depth']:.2f} of {total} blocks "
-                                                          f"({100 * f['depth_fraction']:.0f} % of the compute of the blocks)"})
+        note = (f"average depth {f['avg_depth']:.2f} of {total} blocks "
+                f"({100 * f['depth_fraction']:.0f} % of the compute of the blocks)")
+        rows.append({"model": f"early exit, confidence >= {t:g}", "top1": f["top1"], "avg_depth": f["avg_depth"],
+                     "note": note})
     return rows
 
 
@@ -59,18 +60,11 @@ def markdown(results: dict) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_tables(run_dir: Path, results: dict) -> tuple[Path, Path]:
     """``results.json`` and ``results.md`` in the run directory, each written atomically."""
     md, js = Path(run_dir) / "results.md", Path(run_dir) / "results.json"
-    _write_atomic(js, json.dumps(results, indent=2) + "\n")
-    _write_atomic(md, markdown(results))
+    write_text(js, json.dumps(results, indent=2) + "\n")
+    write_text(md, markdown(results))
     return md, js

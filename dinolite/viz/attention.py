@@ -9,6 +9,7 @@ kernel, which never materialises the probabilities, or the plain one.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,7 +49,8 @@ def prepare(image: Tensor, size: int, mean, std, crop_ratio: float = 1.0) -> Ten
 @torch.no_grad()
 def last_block_attention(backbone: nn.Module, x: Tensor) -> Tensor:
     """Attention probabilities ``[B, heads, N, N]`` of the last block, N = prefix + patch tokens."""
-    attn = backbone.blocks[-1].attn
+    vit: Any = backbone  # a timm ViT: blocks and the attention's qkv, norms and scale are timm's attributes
+    attn = vit.blocks[-1].attn
     kept: list[Tensor] = []
     handle = attn.register_forward_pre_hook(lambda module, args: kept.append(args[0]))
     try:
@@ -66,7 +68,8 @@ def cls_attention(backbone: nn.Module, x: Tensor) -> Tensor:
     """CLS-to-patch attention ``[heads, grid_h, grid_w]`` of one image ``x`` ``[1, C, H, W]``."""
     probs = last_block_attention(backbone, x)
     prefix = getattr(backbone, "num_prefix_tokens", 1)
-    patch = backbone.patch_embed.patch_size
+    vit: Any = backbone  # a timm ViT
+    patch: tuple[int, int] = vit.patch_embed.patch_size
     gh, gw = x.shape[-2] // patch[0], x.shape[-1] // patch[1]
     return probs[0, :, 0, prefix:].reshape(-1, gh, gw)
 

@@ -41,10 +41,11 @@ def plot_run(run_dir: str | Path, out: str | Path | None = None, out_dim: int | 
     baselines = json.loads(baselines_file.read_text()).get("values", {}) if baselines_file.is_file() else {}
     x = [r.get("epoch", r["step"]) for r in train]
     xlabel = "epoch" if "epoch" in train[0] else "step"
-    panels = [("loss", "loss (DINO + KoLeo, iBOT when on)"), ("lr", "learning rate"), ("teacher_entropy", "teacher entropy (nats)")]
+    panels = [("loss", "loss (DINO + KoLeo, iBOT when on)"), ("lr", "learning rate"),
+              ("teacher_entropy", "teacher entropy (nats)")]
     n = len(panels) + (1 if online else 0) + (1 if knn else 0)
     fig, axes = plt.subplots(1, n, figsize=(3.6 * n, 3.0), squeeze=False)
-    for ax, (key, title) in zip(axes[0], panels):
+    for ax, (key, title) in zip(axes[0], panels, strict=False):  # the k-NN panels come after these
         ax.plot(x, [r.get(key, float("nan")) for r in train], lw=1.2)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel(xlabel, fontsize=8)

@@ -99,7 +99,7 @@ def test_bad_files_are_skipped_counted_and_listed_with_workers(tmp_path):
     src.bad_log = tmp_path / "bad_samples.txt"
     loader = BatchLoader(src, batch_size=5, seed=0, num_workers=2)
     batches = list(loader.epoch(0))
-    assert len(batches) == 3 and all(images.shape == (5, 3, 16, 16) for images, _ in batches)  # full batches
+    assert len(batches) == 3 and all(images.shape == (5, 3, 16, 16) for images, _, _ in batches)  # full batches
     listed = read_bad_log(src.bad_log)
     assert set(listed) == {str(p) for p in broken} and loader.skipped_samples() == 3
     assert all(reason for reason in listed.values())

@@ -42,8 +42,8 @@ def test_loader_order_is_seeded_and_resumable(tmp_path):
     src = ImageFolder(str(tmp_path), size=8)
     loader = BatchLoader(src, batch_size=3, seed=1, num_workers=2)
     assert loader.steps_per_epoch == 3
-    full = [img for img, _ in loader.epoch(0)]
-    tail = [img for img, _ in loader.epoch(0, start_step=1)]
+    full = [img for img, _, _ in loader.epoch(0)]
+    tail = [img for img, _, _ in loader.epoch(0, start_step=1)]
     assert all(torch.equal(a, b) for a, b in zip(full[1:], tail)) and len(tail) == 2
     assert loader.batch_indices(0) != loader.batch_indices(1)
     ranks = [BatchLoader(src, 2, 1, rank=r, world=2).batch_indices(0) for r in (0, 1)]

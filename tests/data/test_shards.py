@@ -10,21 +10,15 @@ import tarfile
 import pytest
 import torch
 
-from dinolite import checkpoint as ckpt
 from dinolite.cli import main
 from dinolite.data import build_loader
 from dinolite.data.fashion_mnist import FashionMNIST
 from dinolite.data.shard_writer import Sample, SampleSource, write_shards
 from dinolite.data.shards import ShardLoader, ShardSet
+from dinolite.engine import checkpoint as ckpt
 from dinolite.errors import UserError
 from tests.helpers import tiny_overrides
-
-
-def write(root, out, n, max_count, split="train"):
-    code = main(["shards", f"fashion_mnist:{root}", "--out", str(out), "--split", split,
-                 "--subset", str(n), "--max-count", str(max_count), "--no-progress"])
-    assert code == 0
-    return json.loads((out / "manifest.json").read_text())
+from tests.helpers import write_shards as write
 
 
 def corrupt_image(shard, index):

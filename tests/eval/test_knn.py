@@ -142,7 +142,7 @@ def test_knn_command_caches_features_under_the_checkpoint_hash(tiny_run, tmp_pat
     files = sorted(p.name for p in cache.iterdir())
     assert len(files) == 2 and files[0].startswith("test-") and files[1].startswith("train-")
     from dinolite.weights import file_sha256
-    from dinolite import checkpoint as ckpt
+    from dinolite.engine import checkpoint as ckpt
     assert file_sha256(ckpt.list_checkpoints(tiny_run)[-1])[:16] in files[0]
 
     def no_extraction(*a, **k):

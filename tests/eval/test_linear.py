@@ -59,3 +59,50 @@ def test_linear_command_reports_and_saves_classifier(tiny_run, tmp_path, capsys,
     from safetensors.torch import load_file
     weights = load_file(str(out))
     assert weights["weight"].shape == (10, 3 * 32) and meta["feature_dim"] == 96
+
+
+def shard_run(tiny_run, tmp_path, fmnist_root, train_dir):
+    """A copy of the tiny run whose config.yaml says its data are webdataset shards (test split: 64 images)."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from tests.helpers import write_shards
+
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run, ignore=shutil.ignore_patterns("features"))
+    write_shards(fmnist_root, tmp_path / "test", 64, 32, split="test")
+    cfg = OmegaConf.load(run / "config.yaml")
+    cfg.data.update(source="shards", root=str(train_dir), eval_shards=str(tmp_path / "test"), subset=0,
+                    test_subset=0, num_workers=2, shuffle_buffer=32)
+    OmegaConf.save(cfg, run / "config.yaml")
+    return run
+
+
+def test_protocol_probe_streams_a_run_on_shards(tiny_run, tmp_path, capsys, fmnist_root):
+    """Found by hand: --mode protocol indexed the training source, an AttributeError on shards."""
+    from tests.helpers import write_shards
+
+    write_shards(fmnist_root, tmp_path / "train", 160, 64)  # shards of 64, 64, 32: 5 steps of 32 per epoch
+    run = shard_run(tiny_run, tmp_path, fmnist_root, tmp_path / "train")
+    args = ["linear", str(run), "--mode", "protocol", "--epochs", "2", "--batch-size", "32", "--n-blocks", "1",
+            "--no-progress", "--no-cache"]
+    assert main(args) == 0
+    assert "linear probe (protocol, CLS of last 1 block(s))" in capsys.readouterr().out
+    meta = json.loads((run / "linear_protocol.json").read_text())
+    assert 0 <= meta["test"]["top1"] <= meta["test"]["top5"] <= 100
+    from safetensors.torch import load_file
+    first = load_file(str(run / "linear_protocol.safetensors"))["weight"]
+    assert first.shape == (10, 32)  # the manifest's 10 classes, the tiny ViT's width
+    # the same probe again: the loader's seeded order makes it the same classifier
+    assert main(args + ["--out", str(tmp_path / "again.safetensors")]) == 0
+    torch.testing.assert_close(load_file(str(tmp_path / "again.safetensors"))["weight"], first)
+
+
+def test_protocol_probe_refuses_unlabelled_shards_in_one_line(tiny_run, tmp_path, capsys, fmnist_root):
+    from tests.helpers import write_unlabelled_shard
+
+    run = shard_run(tiny_run, tmp_path, fmnist_root, write_unlabelled_shard(tmp_path / "train", 32, []))
+    assert main(["linear", str(run), "--epochs", "1", "--batch-size", "16", "--no-progress", "--no-cache"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "carry no label: the linear probe needs labelled data" in err and len(err.splitlines()) == 1

@@ -1,18 +1,15 @@
 """Labelled data only: one-line errors for unlabelled images, unknown test classes, classes without images."""
 
-import io
-
 import numpy as np
 import pytest
 from PIL import Image
-from webdataset import TarWriter
 
 from dinolite.cli import main
-from dinolite.data.manifest import manifest_dict, write_manifest
 from dinolite.errors import UserError
 from dinolite.finetune.data import check_batch_labels
 from dinolite.finetune.methods import finetune
 from tests.finetune.helpers import ft_config, ft_overrides, write_tiny_backbone
+from tests.helpers import write_unlabelled_shard
 
 
 def image_folder(root, train: dict, val: dict):
@@ -45,17 +42,7 @@ def test_folder_without_usable_labels_is_refused(tmp_path, train, val, fragment)
 
 
 def test_shards_without_labels_stop_with_one_line(tmp_path, capsys):
-    shards = tmp_path / "shards"
-    shards.mkdir()
-    with open(shards / "train-000000.tar", "wb") as f:
-        writer = TarWriter(f, mtime=0)
-        for k in range(8):
-            buf = io.BytesIO()
-            Image.fromarray(np.full((28, 28), 10 * k, dtype=np.uint8)).save(buf, format="PNG")
-            writer.write({"__key__": f"{k:06d}", "png": buf.getvalue()})  # no .cls: unlabelled
-        writer.close()
-    entry = {"name": "train-000000.tar", "count": 8, "bytes": (shards / "train-000000.tar").stat().st_size}
-    write_manifest(shards, manifest_dict([entry], ["a", "b"], 1, 28, "test"))
+    shards = write_unlabelled_shard(tmp_path / "shards", 8, ["a", "b"])
     init = write_tiny_backbone(tmp_path / "bb.safetensors")
     args = ft_overrides(tmp_path / "run", init, **{"data.subset": 0, "data.test_subset": 0, "optim.batch_size": 4})
     code = main(["finetune", "--no-progress", "--data", f"eval_shards={shards}", str(shards), *args])

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dinolite import checkpoint as ckpt
+from dinolite.engine import checkpoint as ckpt
 from dinolite.finetune import methods
 from dinolite.finetune.methods import finetune
 from dinolite.finetune.trainer import LOGITS_FILE, load_logits

@@ -57,6 +57,7 @@ def rank0_log(run_dir: Path) -> str:
     return "".join(p.read_text() for p in sorted((run_dir / "slurm").glob("*_0_log.out")))
 
 
+@pytest.mark.cluster
 def test_two_task_job_runs_as_two_ranks(slurm_cluster, tmp_path):
     run = tmp_path / "run"
     job = submit(job_args(run))
@@ -69,6 +70,7 @@ def test_two_task_job_runs_as_two_ranks(slurm_cluster, tmp_path):
     assert record["job_id"] == job.job_id and (run / "config.yaml").is_file()
 
 
+@pytest.mark.cluster
 def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path):
     run = tmp_path / "run"
     job = submit(job_args(run, **{"data.subset": 512}))  # 16 steps an epoch, 32 in all
@@ -84,6 +86,7 @@ def test_preempted_job_checkpoints_requeues_and_resumes(slurm_cluster, tmp_path)
     assert sorted(steps(run)) == list(range(1, 33))  # every step exactly once: as many as an uninterrupted run
 
 
+@pytest.mark.cluster
 def test_job_killed_without_warning_resumes_from_periodic_checkpoint(slurm_cluster, tmp_path):
     run = tmp_path / "run"
     # 128 steps: scontrol's TERM is ignored and KILL follows KillWait (5 s) later; the run must outlast that
@@ -100,6 +103,7 @@ def test_job_killed_without_warning_resumes_from_periodic_checkpoint(slurm_clust
     assert set(steps(run)) == set(range(1, 129))  # steps after the last checkpoint were redone, none skipped
 
 
+@pytest.mark.cluster
 def test_unknown_partition_is_one_line_from_slurm(slurm_cluster, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["--partition", "no-such-partition", *tiny_overrides(run)]) == 2

@@ -5,7 +5,7 @@ import pickle
 import pytest
 import torch
 
-from dinolite import checkpoint as ckpt
+from dinolite.engine import checkpoint as ckpt
 
 
 def test_interrupted_write_leaves_previous_checkpoint_loadable(tmp_path, monkeypatch):

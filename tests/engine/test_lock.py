@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from tests.helpers import tiny_overrides
 
 
@@ -25,6 +27,7 @@ def wait_for(path, timeout=120.0):
         time.sleep(0.1)
 
 
+@pytest.mark.slow
 def test_a_second_process_on_the_same_run_directory_is_refused(tmp_path):
     run = tmp_path / "run"
     long = {"optim.epochs": 200, "train.threads": 1}
@@ -55,7 +58,7 @@ def test_each_step_appears_once_in_the_metrics_after_a_resume(tmp_path):
     it wrote after it are dropped, so metrics.jsonl holds each step once (a cut last line is dropped too)."""
     import json
 
-    from dinolite import checkpoint as ckpt
+    from dinolite.engine import checkpoint as ckpt
     from dinolite.train import pretrain
     from tests.helpers import tiny_config
 

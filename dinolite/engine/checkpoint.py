@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import re
 import warnings
 from pathlib import Path
 
 import torch
+
+from .files import atomic_write
 
 PATTERN = re.compile(r"^checkpoint-(\d{8})\.pt$")
 
@@ -17,22 +18,8 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """Write to a temporary file in the same folder, flush it to disk, then rename over ``path``.
-
-    A crash at any point leaves either the old file or the new one, never a partial file under
-    the final name.
-    """
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    """``torch.save`` through :func:`~dinolite.engine.files.atomic_write`: the old file or the new one, never half."""
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def save_checkpoint(state: dict, run_dir: Path, step: int, keep: int = 2) -> Path:
@@ -87,7 +74,7 @@ def latest_valid(run_dir: Path, move_aside: bool = False) -> tuple[Path, dict] |
 
 def refuse_unreadable(run_dir: Path) -> None:
     """A run directory whose checkpoints all fail to load is not restarted at step 0 behind the user's back."""
-    from .errors import UserError
+    from ..errors import UserError
 
     found = list_checkpoints(run_dir)
     if found:

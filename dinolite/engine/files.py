@@ -1,0 +1,75 @@
+"""The one way a run writes a file: temporary file in the same folder, fsync, rename, fsync of the folder.
+
+A crash at any point leaves the old file or the new one under the final name, never a part of one,
+and the rename survives a power cut (the folder is synced too). A write that fails (disk full, no
+permission, read-only filesystem) raises :class:`WriteFailed`, one line naming the path and the free
+space; the temporary file is removed and the previous file is untouched.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+class WriteFailed(RuntimeError):
+    """A file of the run could not be written; the CLI prints the message alone and exits 1."""
+
+
+def free_space(folder: Path) -> str:
+    """The free space of ``folder``'s filesystem, for error messages ("12.3 MB free")."""
+    try:
+        free = float(shutil.disk_usage(folder).free)
+    except OSError:
+        return "free space unknown"
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if free < 1000 or unit == "TB":
+            return f"{free:.0f} {unit} free" if unit == "B" else f"{free:.1f} {unit} free"
+        free /= 1000
+    return ""  # not reached
+
+
+def write_failure(path: Path, err: Exception) -> WriteFailed:
+    """The one-line error of a failed write of ``path``: the reason, the free space, what to do."""
+    reason = getattr(err, "strerror", None) or (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
+    return WriteFailed(f"could not write {path}: {reason} ({free_space(path.parent)} on its filesystem): "
+                       f"free some space or fix the folder's permissions, then run the same command to "
+                       f"resume; the files written before are intact")
+
+
+def _sync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], mode: int = 0o644) -> Path:
+    """Write ``path`` through ``write(file)`` (a binary file object), all or nothing; returns ``path``."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        _sync_dir(path.parent)
+    except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        raise write_failure(path, err) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    return atomic_write(path, lambda f: f.write(data))
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    return atomic_write(path, lambda f: f.write(text.encode()))
