@@ -48,21 +48,28 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _say(line: str) -> None:
+    """One line to stderr in a single write: the ranks of a run share the stream, and a line written in
+    two parts (text, then newline) can be cut by another rank's."""
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     try:
         return args.func(args)
     except UserError as err:
-        print(f"dinolite{_rank_tag()}: error: {one_line(err)}", file=sys.stderr)
+        _say(f"dinolite{_rank_tag()}: error: {one_line(err)}")
         return 2
     except TrainingDiverged as err:
-        print(f"dinolite{_rank_tag()}: training stopped: {err}", file=sys.stderr)
+        _say(f"dinolite{_rank_tag()}: training stopped: {err}")
         return 1
     except WriteFailed as err:  # disk full, permissions: the files written before are intact
-        print(f"dinolite{_rank_tag()}: error: {err}", file=sys.stderr)
+        _say(f"dinolite{_rank_tag()}: error: {err}")
         return 1
     except KeyboardInterrupt:
-        print("dinolite: interrupted; resume with the same command", file=sys.stderr)
+        _say("dinolite: interrupted; resume with the same command")
         return 130
     finally:
         # A rank that leaves a gloo/NCCL group without destroying it may abort at exit

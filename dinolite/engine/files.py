@@ -61,6 +61,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], mode: i
         os.replace(tmp, path)
         _sync_dir(path.parent)
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
+        tmp.unlink(missing_ok=True)  # first, so the free space reported is what the user has
         raise write_failure(path, err) from None
     finally:
         tmp.unlink(missing_ok=True)
