@@ -13,7 +13,7 @@ CUDA) built by dinolite's ``Pretrainer`` from a ``data.source=shards`` config:
   (b) dinolite's ``MultiCrop`` alone, on a uint8 batch already on the device;
   (c) the model step alone (``Pretrainer.model_step`` with crops already on the device): student and
       teacher forward, DINO loss, backward, clipping, AdamW, teacher EMA;
-  (d) dinolite end to end: ``Pretrainer.train_step`` over ``Pretrainer.loader`` (shards decoded to
+  (d) dinolite end to end: ``Pretrainer.make_crops`` + ``model_step`` over ``Pretrainer.loader`` (shards decoded to
       bounded uint8 by CPU workers, one copy to the device, on-device multi-crop, the step).
 
 Each part reports images/s, FLOP/s and MFU (FLOPs of one step counted with
@@ -100,7 +100,8 @@ def make_shards(out: Path, n: int, sides: tuple[int, int], per_shard: int, seed:
         manifest = write_shards(SampleSource(samples(map(_jpeg, jobs)), [f"c{k}" for k in range(10)], 3,
                                              "synthetic", []), out, "bench", per_shard, 10**10)
     return {"images": manifest["total"], "shards": len(manifest["shards"]), "mean_kib": nbytes[0] / n / 1024,
-            "longer_side": list(sides), "content": "photo crops + grain" if _PHOTO is not None else "PIL shapes + noise",
+            "longer_side": list(sides),
+            "content": "photo crops + grain" if _PHOTO is not None else "PIL shapes + noise",
             "seconds_to_make": round(time.perf_counter() - t0, 2)}
 
 
@@ -171,23 +172,24 @@ def baseline_loader(shard_dir: Path, cfg, batch: int, workers: int, pin: bool):
 # ---- helpers around the real Pretrainer ----------------------------------------------------------
 
 class TimedAugment:
-    """Wraps ``MultiCrop``: records the device time of each call (CUDA events: no host synchronisation)."""
+    """Wraps the augmentation (``Pretrainer.make_crops``): records the device time of each call (CUDA
+    events: no host synchronisation)."""
 
     def __init__(self, augment, device: torch.device):
         self.augment, self.cuda = augment, device.type == "cuda"
         self.events: list = []
         self.cpu_seconds = 0.0
 
-    def __call__(self, images, hw, generator) -> Crops:
+    def __call__(self, *args) -> Crops:
         if self.cuda:
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            out = self.augment(images, hw, generator)
+            out = self.augment(*args)
             end.record()
             self.events.append((start, end))
             return out
         t0 = time.perf_counter()
-        out = self.augment(images, hw, generator)
+        out = self.augment(*args)
         self.cpu_seconds += time.perf_counter() - t0
         return out
 
@@ -395,7 +397,8 @@ class Bench:
                        "global_size": args.global_size, "local_size": args.local_size, "out_dim": args.out_dim,
                        "steps": args.steps, "warmup": args.warmup, "warmup_loader_fed": self.warm_loader,
                        "sync_every": args.sync_every, "workers": args.workers, "compile": args.compile,
-                       "compile_augment": args.compile_augment, "overrides": list(args.set), "side_stream": not args.no_side_stream,
+                       "compile_augment": args.compile_augment, "overrides": list(args.set),
+                       "side_stream": not args.no_side_stream,
                        "decode_size": args.decode_size, "autocast_bf16": cuda,
                        "peak_tflops": self.peak, "peak_source": peak_source},
             "matmul_tflops_measured": round(measured, 3), "data": data, "parts": {},
@@ -421,16 +424,12 @@ class Bench:
         if args.compile:  # what train.compile=true does: in place, the backbones only
             t.student_module.backbone.compile()
             t.teacher.backbone.compile()
-        if args.compile_augment:
-            self.multicrop = torch.compile(self.multicrop)
+        if args.compile_augment:  # the trainer's own augmentation becomes the compiled module
+            self.multicrop = t.augment = torch.compile(self.multicrop)
 
     def save(self) -> None:
         self.json_path.parent.mkdir(parents=True, exist_ok=True)
         self.json_path.write_text(json.dumps(self.result, indent=1) + "\n")
-
-    def train_step(self, images: torch.Tensor, hw: torch.Tensor) -> None:
-        self.trainer.train_step(images, hw, self.sched, self.freeze)
-        self.trainer.step += 1  # as the engine's loop does (the step number seeds augmentation and drop path)
 
     def given_crops_step(self, crops) -> None:
         """The model step alone (``Pretrainer.model_step``) on crops made elsewhere, copied to the device."""
@@ -475,7 +474,7 @@ class Bench:
                     f"torchvision.transforms.v2 multi-crop in {a.workers} DataLoader workers (webdataset, PIL "
                     f"decode at full size) feeding the same step", seconds, self.step_flops,
                     host_wait_for_data_fraction=round(wait[0] / seconds, 4))
-        del it
+        it = None  # the baseline loader's workers go now, not at the end of the benchmark
 
     def multicrop_alone(self) -> None:
         """(b) MultiCrop on a uint8 batch already on the device."""
@@ -491,10 +490,11 @@ class Bench:
                     "teacher forward, DINO loss, backward, clip, AdamW, EMA)", seconds, self.step_flops)
 
     def end_to_end(self) -> None:
-        """(d) Pretrainer.train_step over Pretrainer.loader, the augmentation timed with CUDA events."""
+        """(d) Pretrainer.make_crops then Pretrainer.model_step over Pretrainer.loader, the augmentation
+        timed with CUDA events."""
         a = self.args
-        timed = TimedAugment(self.multicrop, self.device)
-        self.trainer.augment = timed
+        t = self.trainer
+        timed = TimedAugment(t.make_crops, self.device)
         batches = batches_forever(self.trainer.loader)
         if not a.no_side_stream:  # as fit() does
             batches = to_device_ahead(batches, self.device)
@@ -504,7 +504,8 @@ class Bench:
             t0 = time.perf_counter()
             images, hw, _ = next(batches)
             wait[0] += time.perf_counter() - t0
-            self.train_step(images, hw)
+            t.model_step(timed(images, hw), self.sched, self.freeze)
+            t.step += 1  # as the engine's loop does (the step number seeds augmentation and drop path)
 
         def start():
             wait[0] = 0.0
@@ -516,7 +517,8 @@ class Bench:
                  "host_wait_for_data_fraction": round(wait[0] / seconds, 4)}
         if a.profile:
             extra["profile"] = str(profile_steps(step, 5, self.device, self.json_path))
-        self.record("d_end_to_end", f"Pretrainer.train_step over Pretrainer.loader: shards decoded to uint8 "
+        self.record("d_end_to_end", f"Pretrainer.make_crops + model_step over Pretrainer.loader: shards decoded "
+                    f"to uint8 "
                     f"(<= {a.decode_size} px) in {a.workers} workers, one copy to the device, MultiCrop, the step",
                     seconds, self.step_flops, **extra)
 
