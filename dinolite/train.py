@@ -6,7 +6,6 @@ decisions, checkpoints and the run directory are the engine's (``dinolite/engine
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -16,26 +15,23 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from .augment import Crops, EvalTransform, GlobalBatchRNG, MultiCrop
+from .augment import Crops, GlobalBatchRNG, MultiCrop
 from .budget import steps_in_budget
 from .config import Config, as_dict, read_saved_config, save_config
 from .data import build_loader, build_source
 from .data.base import Source
 from .distributed import DistInfo, check_shared_dir, cleanup
 from .engine import streams
-from .engine.files import write_text
 from .engine.loop import Engine, StepOut
 from .engine.rundir import RunDir, open_run_dir
 from .engine.runtime import per_rank_batch, run_threads, start
 from .errors import UserError
-from .eval.features import RawPixels, extract_features
-from .eval.knn import knn_accuracy
-from .eval.online import OnlineKNN
+from .eval.pretraining import RunEvaluation, knn_line
 from .export import write_safetensors
 from .loggers import MetricsWriter
 from .loss import DINOLoss, IBOTPatchLoss, koleo_loss, teacher_stats
 from .masking import sample_masks
-from .models import backbone_kwargs, build_backbone, build_student_teacher, ema_update
+from .models import backbone_kwargs, build_student_teacher, ema_update
 from .monitor import CollapseMonitor
 from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
 from .schedules import Plan, cosine, scaled_lr, teacher_temperature
@@ -137,7 +133,8 @@ class Pretrainer:
         self.engine = Engine(self.run_dir, self.dist, self.device, self.metrics, t.keep_checkpoints,
                              t.checkpoint_every_minutes, t.log_every, self.progress, "pretrain",
                              batch_images=self.global_batch)
-        self.online = self._online_knn()
+        self.evaluation = RunEvaluation(cfg, self.source, self.device, self.dist, self.progress, self.run_dir)
+        self.online = self.evaluation.online_knn()
         self.baselines: dict[str, float] = {}
         self.skipped = 0
         self._resume()
@@ -418,77 +415,15 @@ class Pretrainer:
         write_safetensors(self.teacher.backbone.state_dict(), path, meta)
         return path
 
-    # ---- evaluation --------------------------------------------------------------------------
-    def _eval_transform(self) -> EvalTransform:
-        e = self.cfg.eval
-        return EvalTransform(e.image_size, e.crop_ratio, self.cfg.augment.mean, self.cfg.augment.std).to(self.device)
-
-    def _online_knn(self) -> OnlineKNN | None:
-        """The online k-NN on a fixed labelled subset, when asked for and the data allow it (indexable, labelled)."""
-        e = self.cfg.eval
-        if not e.online_every:
-            return None
-        if not hasattr(self.source, "__getitem__"):
-            if self.dist.is_main:
-                print(f"note: no online k-NN (eval.online_every={e.online_every}): it needs an indexable source "
-                      f"(folder or fashion_mnist), not {self.cfg.data.source}", flush=True)
-            return None
-        test = build_source(self.cfg.data, "test")
-        return OnlineKNN(self.source, test, self._eval_transform(), self.device, e.online_bank, e.online_queries,
-                         e.knn_k, e.knn_temperature, e.batch_size, self.cfg.data.num_workers)
-
-    def knn(self, backbone: torch.nn.Module, desc: str) -> dict[str, float]:
-        """Weighted k-NN top-1/top-5 of ``backbone``: train split as bank, test split as queries."""
-        e = self.cfg.eval
-        transform = self._eval_transform()
-        test = build_source(self.cfg.data, "test")
-        workers = self.cfg.data.num_workers
-        bank, bank_labels = extract_features(backbone, self.source, transform, self.device, batch_size=e.batch_size,
-                                             num_workers=workers, progress=self.progress, desc=f"{desc} bank")
-        queries, labels = extract_features(backbone, test, transform, self.device, batch_size=e.batch_size,
-                                           num_workers=workers, progress=self.progress, desc=f"{desc} queries")
-        if not self.dist.is_main:  # every rank extracted its share of the features; rank 0 scores them
-            return {"top1": float("nan"), "top5": float("nan")}
-        return knn_accuracy(queries, labels, bank, bank_labels, self.source.num_classes, e.knn_k, e.knn_temperature)
-
-    def random_backbone(self) -> torch.nn.Module:
-        """The same architecture at random initialisation (its own seed, the global stream untouched)."""
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.cfg.train.seed + 1)
-            return build_backbone(self.cfg.model, self.source.channels, self.cfg.augment.global_crops_size,
-                                  0.0).to(self.device)
-
+    # ---- evaluation (eval/pretraining.py) ---------------------------------------------------
     def compute_baselines(self) -> dict[str, float]:
-        """What "learned something" is measured against, computed once at the start of a run and kept in
-        ``baselines.json``: the k-NN of the random-init network and of raw pixels (the final protocol), the
-        random-init online k-NN, and how long each took (the time budget keeps that much for the end)."""
-        e, path = self.cfg.eval, self.run_dir / "baselines.json"
-        key = {"data": as_dict(self.cfg.data), "eval": as_dict(e), "model": as_dict(self.cfg.model),
-               "seed": self.cfg.train.seed}
-        if path.is_file():
-            saved = json.loads(path.read_text())
-            if saved.get("key") == key:
-                self.baselines = saved["values"]
-                return self.baselines
-        values: dict[str, float] = {}
-        if e.knn_at_end and e.knn_random_init:
-            t = time.time()
-            values["knn_top1_random_init"] = self.knn(self.random_backbone(), "random init")["top1"]
-            values["eval_seconds"] = time.time() - t
-        if e.knn_at_end and e.knn_pixels:
-            values["knn_top1_pixels"] = self.knn(RawPixels(), "raw pixels")["top1"]
-        if self.online is not None:
-            t = time.time()
-            values["knn_online_random_init"] = self.online(self.random_backbone())
-            values["online_seconds"] = time.time() - t
-        self.baselines = values
-        if self.dist.is_main and values:
-            write_text(path, json.dumps({"key": key, "values": values}, indent=1))
-        return values
+        """The random-init and raw-pixel figures the run is measured against (kept in baselines.json)."""
+        self.baselines = self.evaluation.baselines(self.online)
+        return self.baselines
 
     def evaluate(self) -> dict[str, float]:
         """The teacher's k-NN under the final protocol, beside the baselines."""
-        results = {"knn_top1": self.knn(self.teacher.backbone, "teacher")["top1"]}
+        results = {"knn_top1": self.evaluation.knn(self.teacher.backbone, "teacher")["top1"]}
         results.update({k: v for k, v in self.baselines.items() if k in ("knn_top1_random_init", "knn_top1_pixels")})
         self.metrics.write({"step": self.step, **results})
         return results
@@ -533,17 +468,6 @@ def pretrain(cfg: Config, progress: bool = True, setup: Callable[[Pretrainer], N
             return _pretrain(cfg, progress, setup, started or time.time())
         finally:
             cleanup()
-
-
-def knn_line(cfg: Config, results: dict[str, float]) -> str:
-    """The final line of a run: the teacher's k-NN beside what it must beat."""
-    line = (f"k-NN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}) on the test split: "
-            f"teacher {results['knn_top1']:.2f} %")
-    if "knn_top1_random_init" in results:
-        line += f", same architecture at random init {results['knn_top1_random_init']:.2f} %"
-    if "knn_top1_pixels" in results:
-        line += f", raw pixels {results['knn_top1_pixels']:.2f} %"
-    return line
 
 
 def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] | None,

@@ -1,0 +1,108 @@
+"""The evaluations of a pretraining run: the baselines it is measured against, the online k-NN, and the
+final weighted k-NN (train split as bank, test split as queries)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from ..augment import EvalTransform
+from ..config import Config, as_dict
+from ..data import build_source
+from ..data.base import Source
+from ..distributed import DistInfo
+from ..engine.files import write_text
+from ..models import build_backbone
+from .features import RawPixels, extract_features
+from .knn import knn_accuracy
+from .online import OnlineKNN
+
+BASELINES = "baselines.json"
+
+
+class RunEvaluation:
+    """k-NN evaluations of one run's backbones on its configured data (``eval.*`` settings)."""
+
+    def __init__(self, cfg: Config, source: Source, device: torch.device, dist: DistInfo, progress: bool,
+                 run_dir: Path):
+        self.cfg, self.source, self.device, self.dist, self.progress, self.run_dir = \
+            cfg, source, device, dist, progress, run_dir
+
+    def transform(self) -> EvalTransform:
+        e = self.cfg.eval
+        return EvalTransform(e.image_size, e.crop_ratio, self.cfg.augment.mean, self.cfg.augment.std).to(self.device)
+
+    def online_knn(self) -> OnlineKNN | None:
+        """The online k-NN on a fixed labelled subset, when asked for and the data allow it (indexable, labelled)."""
+        e = self.cfg.eval
+        if not e.online_every:
+            return None
+        if not hasattr(self.source, "__getitem__"):
+            if self.dist.is_main:
+                print(f"note: no online k-NN (eval.online_every={e.online_every}): it needs an indexable source "
+                      f"(folder or fashion_mnist), not {self.cfg.data.source}", flush=True)
+            return None
+        test = build_source(self.cfg.data, "test")
+        return OnlineKNN(self.source, test, self.transform(), self.device, e.online_bank, e.online_queries,
+                         e.knn_k, e.knn_temperature, e.batch_size, self.cfg.data.num_workers)
+
+    def knn(self, backbone: torch.nn.Module, desc: str) -> dict[str, float]:
+        """Weighted k-NN top-1/top-5 of ``backbone``: train split as bank, test split as queries."""
+        e = self.cfg.eval
+        transform = self.transform()
+        test = build_source(self.cfg.data, "test")
+        workers = self.cfg.data.num_workers
+        bank, bank_labels = extract_features(backbone, self.source, transform, self.device, batch_size=e.batch_size,
+                                             num_workers=workers, progress=self.progress, desc=f"{desc} bank")
+        queries, labels = extract_features(backbone, test, transform, self.device, batch_size=e.batch_size,
+                                           num_workers=workers, progress=self.progress, desc=f"{desc} queries")
+        if not self.dist.is_main:  # every rank extracted its share of the features; rank 0 scores them
+            return {"top1": float("nan"), "top5": float("nan")}
+        return knn_accuracy(queries, labels, bank, bank_labels, self.source.num_classes, e.knn_k, e.knn_temperature)
+
+    def random_backbone(self) -> torch.nn.Module:
+        """The same architecture at random initialisation (its own seed, the global stream untouched)."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.cfg.train.seed + 1)
+            return build_backbone(self.cfg.model, self.source.channels, self.cfg.augment.global_crops_size,
+                                  0.0).to(self.device)
+
+    def baselines(self, online: OnlineKNN | None) -> dict[str, float]:
+        """What "learned something" is measured against, computed once at the start of a run and kept in
+        ``baselines.json``: the k-NN of the random-init network and of raw pixels (the final protocol), the
+        random-init online k-NN, and how long each took (the time budget keeps that much for the end)."""
+        e, path = self.cfg.eval, self.run_dir / BASELINES
+        key = {"data": as_dict(self.cfg.data), "eval": as_dict(e), "model": as_dict(self.cfg.model),
+               "seed": self.cfg.train.seed}
+        if path.is_file():
+            saved = json.loads(path.read_text())
+            if saved.get("key") == key:
+                return saved["values"]
+        values: dict[str, float] = {}
+        if e.knn_at_end and e.knn_random_init:
+            t = time.time()
+            values["knn_top1_random_init"] = self.knn(self.random_backbone(), "random init")["top1"]
+            values["eval_seconds"] = time.time() - t
+        if e.knn_at_end and e.knn_pixels:
+            values["knn_top1_pixels"] = self.knn(RawPixels(), "raw pixels")["top1"]
+        if online is not None:
+            t = time.time()
+            values["knn_online_random_init"] = online(self.random_backbone())
+            values["online_seconds"] = time.time() - t
+        if self.dist.is_main and values:
+            write_text(path, json.dumps({"key": key, "values": values}, indent=1))
+        return values
+
+
+def knn_line(cfg: Config, results: dict[str, float]) -> str:
+    """The final line of a run: the teacher's k-NN beside what it must beat."""
+    line = (f"k-NN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}) on the test split: "
+            f"teacher {results['knn_top1']:.2f} %")
+    if "knn_top1_random_init" in results:
+        line += f", same architecture at random init {results['knn_top1_random_init']:.2f} %"
+    if "knn_top1_pixels" in results:
+        line += f", raw pixels {results['knn_top1_pixels']:.2f} %"
+    return line
