@@ -294,10 +294,7 @@ class Pretrainer:
             raise UserError(f"{bad} of the {read} images read so far could not be decoded{listed}, more than "
                             f"data.max_bad_fraction={limit:g}: fix or remove them, or raise data.max_bad_fraction")
 
-    def diverged(self, last_good: Path | None) -> str:
-        where = f"; the last good checkpoint is {last_good}" if last_good else ""
-        return (f"the loss became NaN or infinite by step {self.step}{where}; "
-                f"lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume")
+    nan_advice = "lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume"
 
     # ---- the task's parts of the engine's loop -----------------------------------------------
     @property

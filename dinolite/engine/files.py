@@ -25,11 +25,11 @@ def free_space(folder: Path) -> str:
         free = float(shutil.disk_usage(folder).free)
     except OSError:
         return "free space unknown"
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if free < 1000 or unit == "TB":
-            return f"{free:.0f} {unit} free" if unit == "B" else f"{free:.1f} {unit} free"
-        free /= 1000
-    return ""  # not reached
+    units = ["B", "kB", "MB", "GB", "TB"]
+    unit = 0
+    while free >= 1000 and unit < len(units) - 1:
+        free, unit = free / 1000, unit + 1
+    return f"{free:.0f} B free" if unit == 0 else f"{free:.1f} {units[unit]} free"
 
 
 def write_failure(path: Path, err: Exception) -> WriteFailed:

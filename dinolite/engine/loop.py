@@ -73,8 +73,7 @@ class Task(Protocol):
 
     def load_state(self, state: dict, path: Path) -> None: ...
 
-    def diverged(self, last_good: Path | None) -> str:
-        """The one-line message of a NaN stop."""
+    nan_advice: str  # what to change before running again, ending the one-line message of a NaN stop
 
 
 @dataclass
@@ -125,6 +124,11 @@ class Engine:
         out = all_reduce_mean(values).tolist()
         return dict(zip(figures, out[:-2], strict=True)), out[-2] > 0, out[-1] > 0
 
+    def diverged(self, task: Task) -> str:
+        """The one-line message of a NaN stop: where, the checkpoint to fall back on, what to change."""
+        where = f"; the last good checkpoint is {self.last_good}" if self.last_good else ""
+        return f"the loss became NaN or infinite by step {task.step} of {self.run_dir}{where}; {task.nan_advice}"
+
     # ---- the loop ----------------------------------------------------------------------------
     def run(self, task: Task, stop: int) -> None:
         """Steps from ``task.step`` to ``stop`` (exclusive of what is done), with logs and checkpoints."""
@@ -150,7 +154,7 @@ class Engine:
                     figures = {**{k: v / n for k, v in sums.items()}, **task.log_figures()}
                     means, diverged, due = self.agree(figures, ~finite, due)
                     if diverged:
-                        raise TrainingDiverged(task.diverged(self.last_good))
+                        raise TrainingDiverged(self.diverged(task))
                     record = {"step": task.step, "epoch": task.step / spe, **means}
                     record["images_per_s"] = n * self.batch_images / max(now - last_log, 1e-9)
                     postfix = task.at_log(record)

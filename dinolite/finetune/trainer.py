@@ -82,7 +82,7 @@ class FinetuneTrainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         self.loader = data.train_loader(seed)
         self.global_batch = cfg.optim.batch_size
-        self.batch = self.global_batch // dist.world
+        self.batch = data.batch_size  # this rank's share of the global batch
         self.module = model.to(device)
         self.model: torch.nn.Module = self.module  # DDP-wrapped below with several processes
         if dist.world > 1:
@@ -162,18 +162,17 @@ class FinetuneTrainer:
         correct = (logs.pop("final").argmax(dim=1) == y).sum()
         return loss.detach(), logs, correct
 
-    def diverged(self, last_good: Path | None) -> str:
-        where = f"; the last good checkpoint is {last_good}" if last_good else ""
-        return (f"the loss became NaN or infinite by step {self.step} of {self.out_dir}{where}; "
-                f"lower optim.lr and run the command again")
+    nan_advice = "lower optim.lr and run the command again"
 
     # ---- the task's parts of the engine's loop -----------------------------------------------
     def batches(self, epoch: int, start: int):
-        return self.loader.epoch(epoch, start)
+        """The loader's batches, their labels checked on the host before they are copied to the device."""
+        for batch in self.loader.epoch(epoch, start):
+            check_batch_labels(batch[2], len(self.data.classes), "the training data")
+            yield batch
 
     def run_step(self, batch: tuple) -> StepOut:
         images, hw, labels = batch[:3]
-        check_batch_labels(labels, len(self.data.classes), "the training data")
         self._lr = self.lr_at(self.step)
         loss, logs, correct = self.train_step(images, hw, labels, self._lr)
         return StepOut(loss, {"train_acc": correct.float() / len(labels), **logs})
