@@ -4,16 +4,17 @@ Makes its own data: ``--images`` synthetic JPEGs at ImageNet-like sizes (longer 
 default, cut from matplotlib's sample photo with grain, or PIL-generated content where that file is
 missing), written as webdataset shards with dinolite's shard writer. Then, in one run on the current
 device, with one model (``--arch``, DINO head of ``--out-dim``, AdamW, EMA teacher, bf16 autocast on
-CUDA) built by dinolite's ``Pretrainer`` from a ``data.source=shards`` config:
+CUDA) built as dinolite's ``DINOMethod`` (the one DINO step of ``dinolite pretrain``) from a
+``data.source=shards`` config, with no run directory, evaluation or engine around it:
 
   (a) baseline: DINO's multi-crop as torchvision.transforms.v2 on PIL images (RandomResizedCrop,
       flip, ColorJitter p=0.8, grayscale p=0.2, PIL Gaussian blur with the per-view rates, solarize
       on the 2nd global view), decoded from the same shards by webdataset in DataLoader workers,
-      feeding the same step (``Pretrainer.model_step`` with the crops handed in);
+      feeding the same step (``DINOMethod.train_step`` with the crops handed in);
   (b) dinolite's ``MultiCrop`` alone, on a uint8 batch already on the device;
-  (c) the model step alone (``Pretrainer.model_step`` with crops already on the device): student and
+  (c) the model step alone (``DINOMethod.train_step`` with crops already on the device): student and
       teacher forward, DINO loss, backward, clipping, AdamW, teacher EMA;
-  (d) dinolite end to end: ``Pretrainer.make_crops`` + ``model_step`` over ``Pretrainer.loader`` (shards decoded to
+  (d) dinolite end to end: ``DINOMethod.make_crops`` + ``train_step`` over dinolite's shard loader (shards decoded to
       bounded uint8 by CPU workers, one copy to the device, on-device multi-crop, the step).
 
 Each part reports images/s, FLOP/s and MFU (FLOPs of one step counted with
@@ -41,6 +42,7 @@ import sys
 import tempfile
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -49,10 +51,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dinolite.augment import Crops
 from dinolite.config import load_config
+from dinolite.data import build_loader, build_source
 from dinolite.data.shard_writer import Sample, SampleSource, write_shards
 from dinolite.data.shards import ShardLoader
-from dinolite.engine.runtime import run_threads, to_device_ahead
-from dinolite.train import Pretrainer, Schedule
+from dinolite.dino import DINOMethod, Schedule
+from dinolite.engine.runtime import resolve_device, run_threads, to_device_ahead
+from dinolite.schedules import Plan
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_images import load_photo, random_size, synthetic_picture  # noqa: E402
@@ -169,10 +173,10 @@ def baseline_loader(shard_dir: Path, cfg, batch: int, workers: int, pin: bool):
                                        pin_memory=pin, prefetch_factor=PREFETCH if workers else None)
 
 
-# ---- helpers around the real Pretrainer ----------------------------------------------------------
+# ---- helpers around the real DINO method ----------------------------------------------------------
 
 class TimedAugment:
-    """Wraps the augmentation (``Pretrainer.make_crops``): records the device time of each call (CUDA
+    """Wraps the augmentation (``DINOMethod.make_crops``): records the device time of each call (CUDA
     events: no host synchronisation)."""
 
     def __init__(self, augment, device: torch.device):
@@ -258,8 +262,9 @@ def rates(images: int, seconds: float, flops_per_step: int | None, steps: int, p
     out = {"images_per_s": round(images / seconds, 2), "seconds": round(seconds, 4)}
     if flops_per_step is not None:
         flops = flops_per_step * steps / seconds
-        out.update(flops_per_step=flops_per_step, tflops_per_s=round(flops / 1e12, 4),
-                   mfu=round(flops / (peak_tflops * 1e12), 5))
+        # significant figures, not decimals: a slow part (the blur's few FLOPs on a busy CPU) stays above 0
+        out.update(flops_per_step=flops_per_step, tflops_per_s=float(f"{flops / 1e12:.4g}"),
+                   mfu=float(f"{flops / (peak_tflops * 1e12):.4g}"))
     return out
 
 
@@ -336,7 +341,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                     help="also profile a few end-to-end steps with torch.profiler (table next to the JSON)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads of the main process (0 = default)")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="config overrides for the trainer, e.g. loss.ibot_weight=1 loss.centering=sinkhorn_knopp")
+                    help="config overrides for the method, e.g. loss.ibot_weight=1 loss.centering=sinkhorn_knopp")
     ap.add_argument("--json", default=None,
                     help="output; default benchmarks/results/pretrain_throughput-<device>.json")
     args = ap.parse_args(argv)
@@ -351,8 +356,9 @@ def device_label(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def build_trainer(args, shard_dir: Path, run_dir: Path) -> Pretrainer:
-    """A real ``Pretrainer`` on the synthetic shards (no compile yet: FLOPs are counted eagerly first)."""
+def build_method(args, shard_dir: Path):
+    """dinolite's DINO method and shard loader for a ``data.source=shards`` config (no compile yet: FLOPs are
+    counted eagerly first)."""
     overrides = {
         "data.source": "shards", "data.root": str(shard_dir), "data.num_workers": args.workers,
         "data.decode_size": args.decode_size,
@@ -360,15 +366,18 @@ def build_trainer(args, shard_dir: Path, run_dir: Path) -> Pretrainer:
         "augment.local_crops_number": args.local_crops,
         "model.arch": args.arch, "model.out_dim": args.out_dim,
         "optim.batch_size": args.batch, "optim.epochs": 100,
-        "train.output_dir": str(run_dir), "train.device": args.device, "train.threads": args.threads,
-        "eval.knn_at_end": False,
+        "train.device": args.device, "train.threads": args.threads, "eval.knn_at_end": False,
     }
     cfg = load_config("vit_small_imagenet", [f"{k}={v}" for k, v in overrides.items()] + list(args.set))
-    return Pretrainer(cfg, progress=False)
+    device = resolve_device(cfg.train.device)
+    source = build_source(cfg.data, "train")
+    loader = build_loader(source, cfg.optim.batch_size, cfg.train.seed, cfg.data.num_workers,
+                          pin_memory=device.type == "cuda")
+    return cfg, DINOMethod(cfg, source.channels, device), source, loader
 
 
 class Bench:
-    """One run: the synthetic shards, one ``Pretrainer``, and the four measurements on it."""
+    """One run: the synthetic shards, one ``DINOMethod``, and the four measurements on it."""
 
     def __init__(self, args: argparse.Namespace, tmp: Path):
         self.args = args
@@ -379,8 +388,9 @@ class Bench:
         print(f"data: {data['images']} JPEGs in {data['shards']} shards, {data['mean_kib']:.0f} KiB on average "
               f"({data['content']}, made in {data['seconds_to_make']} s)", flush=True)
 
-        self.trainer = t = build_trainer(args, self.shard_dir, tmp / "run")
-        self.device, self.cfg = t.device, t.cfg
+        self.cfg, self.method, source, self.loader = build_method(args, self.shard_dir)
+        m = self.method
+        self.device, self.step = m.device, 0
         measured = matmul_tflops(self.device)
         cuda = self.device.type == "cuda"
         self.peak = args.peak_tflops or (H100_BF16_DENSE_TFLOPS if cuda else measured)
@@ -404,40 +414,45 @@ class Bench:
             "matmul_tflops_measured": round(measured, 3), "data": data, "parts": {},
         }
 
-        self.freeze = 0  # no frozen last layer: the steady-state step
-        self.sched = Schedule.at(self.cfg, 0, t.plan, t.global_batch)
-        self.multicrop = t.augment
-        images, hw, _ = next(iter(ShardLoader(t.source, args.batch, seed=1).epoch(0)))
+        plan = Plan.of(self.cfg.optim, self.cfg.loss, self.loader.steps_per_epoch)
+        # the steady-state step: past the warm-up, the last layer no longer frozen
+        self.sched = Schedule.at(self.cfg, plan.freeze_last_layer, plan, args.batch)
+        self.multicrop = m.augment
+        images, hw, _ = next(iter(ShardLoader(source, args.batch, seed=1).epoch(0)))
         self.images, self.hw = images.to(self.device), hw.to(self.device)
-        crops = self.multicrop(self.images, self.hw, t.generator)
+        crops = self.multicrop(self.images, self.hw, m.generator)
         self.device_crops = (crops.globals_, crops.locals_)
 
         # FLOPs counted once, eagerly: one whole step (forward, loss, backward; AdamW and EMA hold no
         # matrix products) and one MultiCrop call (where only the blur convolutions count).
-        self.step_flops = count_flops(lambda: t.model_step(Crops(*self.device_crops), self.sched, self.freeze))
-        self.aug_flops = count_flops(lambda: self.multicrop(self.images, self.hw, t.generator))
+        self.step_flops = count_flops(lambda: m.train_step(Crops(*self.device_crops), self.sched))
+        self.aug_flops = count_flops(lambda: self.multicrop(self.images, self.hw, m.generator))
         self.result["model_gflop_per_image"] = round(self.step_flops / args.batch / 1e9, 2)
         print(f"model: {args.arch}, out_dim {args.out_dim}, {self.step_flops / 1e12:.3f} TFLOP per step of "
               f"{args.batch} images ({self.step_flops / args.batch / 1e9:.1f} GFLOP per image); device "
               f"{self.result['device']}; peak {self.peak:.1f} TFLOP/s ({peak_source}); matmul measured "
               f"{measured:.1f} TFLOP/s", flush=True)
         if args.compile:  # what train.compile=true does: in place, the backbones only
-            t.student_module.backbone.compile()
-            t.teacher.backbone.compile()
-        if args.compile_augment:  # the trainer's own augmentation becomes the compiled module
-            self.multicrop = t.augment = torch.compile(self.multicrop)
+            m.student_module.backbone.compile()
+            m.teacher.backbone.compile()
+        if args.compile_augment:  # the method's own augmentation becomes the compiled module
+            self.multicrop = m.augment = torch.compile(self.multicrop)
 
     def save(self) -> None:
         self.json_path.parent.mkdir(parents=True, exist_ok=True)
         self.json_path.write_text(json.dumps(self.result, indent=1) + "\n")
 
     def given_crops_step(self, crops) -> None:
-        """The model step alone (``Pretrainer.model_step``) on crops made elsewhere, copied to the device."""
+        """The model step alone (``DINOMethod.train_step``) on crops made elsewhere, copied to the device."""
         g, loc = crops
-        self.trainer.model_step(Crops(g.to(self.device, non_blocking=True),
-                                      None if loc is None else loc.to(self.device, non_blocking=True)),
-                                self.sched, self.freeze)
-        self.trainer.step += 1
+        self.method.train_step(Crops(g.to(self.device, non_blocking=True),
+                                     None if loc is None else loc.to(self.device, non_blocking=True)),
+                               self.next_schedule())
+
+    def next_schedule(self) -> Schedule:
+        """The steady-state schedule at the next step index (it seeds augmentation, masks and drop path)."""
+        self.step += 1
+        return replace(self.sched, step=self.sched.step + self.step)
 
     def record(self, key: str, what: str, seconds: float, flops: int, **extra) -> None:
         a = self.args
@@ -479,23 +494,23 @@ class Bench:
     def multicrop_alone(self) -> None:
         """(b) MultiCrop on a uint8 batch already on the device."""
         a = self.args
-        seconds = self.measure(lambda i: self.multicrop(self.images, self.hw, self.trainer.generator), a.warmup)
+        seconds = self.measure(lambda i: self.multicrop(self.images, self.hw, self.method.generator), a.warmup)
         self.record("b_multicrop", f"dinolite MultiCrop on a uint8 batch already on the device (2x{a.global_size} + "
                     f"{a.local_crops}x{a.local_size}; FLOPs: its blur convolutions only)", seconds, self.aug_flops)
 
     def model_step(self) -> None:
         """(c) The step with the crops already on the device."""
         seconds = self.measure(lambda i: self.given_crops_step(self.device_crops), self.args.warmup)
-        self.record("c_model_step", "Pretrainer.model_step with the crops already on the device (student + "
+        self.record("c_model_step", "DINOMethod.train_step with the crops already on the device (student + "
                     "teacher forward, DINO loss, backward, clip, AdamW, EMA)", seconds, self.step_flops)
 
     def end_to_end(self) -> None:
-        """(d) Pretrainer.make_crops then Pretrainer.model_step over Pretrainer.loader, the augmentation
+        """(d) DINOMethod.make_crops then DINOMethod.train_step over dinolite's shard loader, the augmentation
         timed with CUDA events."""
         a = self.args
-        t = self.trainer
-        timed = TimedAugment(t.make_crops, self.device)
-        batches = batches_forever(self.trainer.loader)
+        m = self.method
+        timed = TimedAugment(m.make_crops, self.device)
+        batches = batches_forever(self.loader)
         if not a.no_side_stream:  # as fit() does
             batches = to_device_ahead(batches, self.device)
         wait = [0.0]
@@ -504,8 +519,8 @@ class Bench:
             t0 = time.perf_counter()
             images, hw, _ = next(batches)
             wait[0] += time.perf_counter() - t0
-            t.model_step(timed(images, hw), self.sched, self.freeze)
-            t.step += 1  # as the engine's loop does (the step number seeds augmentation and drop path)
+            sched = self.next_schedule()
+            m.train_step(timed(images, hw, sched.step), sched)
 
         def start():
             wait[0] = 0.0
@@ -517,7 +532,7 @@ class Bench:
                  "host_wait_for_data_fraction": round(wait[0] / seconds, 4)}
         if a.profile:
             extra["profile"] = str(profile_steps(step, 5, self.device, self.json_path))
-        self.record("d_end_to_end", f"Pretrainer.make_crops + model_step over Pretrainer.loader: shards decoded "
+        self.record("d_end_to_end", f"DINOMethod.make_crops + train_step over dinolite's shard loader: shards decoded "
                     f"to uint8 "
                     f"(<= {a.decode_size} px) in {a.workers} workers, one copy to the device, MultiCrop, the step",
                     seconds, self.step_flops, **extra)

@@ -2,7 +2,7 @@
 
 The building blocks are importable from here (loaded on first use, so ``dinolite --help`` stays fast)::
 
-    from dinolite import MultiCrop, build_student_teacher, DINOLoss, DINOTrainer, knn_accuracy
+    from dinolite import MultiCrop, build_student_teacher, DINOLoss, DINOMethod, DINOTrainer, knn_accuracy
 """
 
 import importlib as _importlib
@@ -24,7 +24,7 @@ _API = {
     "block_mask": "masking", "sample_masks": "masking",
     "cosine": "schedules", "teacher_temperature": "schedules", "scaled_lr": "schedules",
     "knn_accuracy": "eval.knn", "knn_accuracies": "eval.knn",
-    "DINOTrainer": "loop", "pretrain": "train", "Pretrainer": "train",
+    "DINOMethod": "dino", "Schedule": "dino", "DINOTrainer": "loop", "pretrain": "train", "Pretrainer": "train",
     "FashionMNIST": "data.fashion_mnist", "ImageFolder": "data.folder",
     "export_backbone": "export", "resolve": "weights",
 }

@@ -43,7 +43,7 @@ def data_checks(d) -> list[Check]:
 
 
 def train_checks(t) -> list[Check]:
-    """The ``train`` keys both tasks have."""
+    """The engine's ``train`` keys (``config.EngineConfig``), which both tasks' ``train`` sections inherit."""
     return [
         (t.device in ("auto", "cpu", "cuda"), "train.device must be auto, cpu or cuda"),
         at_least("train.seed", t.seed, 0),

@@ -6,8 +6,8 @@ import argparse
 import sys
 
 from .commands import attention, export, finetune, knn, linear, plot, pretrain, shards
-from .engine.files import WriteFailed
 from .errors import TrainingDiverged, UserError, one_line
+from .files import WriteFailed
 
 # each module registers its own subcommand
 COMMANDS = [pretrain, shards, knn, linear, export, attention, plot, finetune]

@@ -128,26 +128,42 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
-    output_dir: str = "runs/vit_small_imagenet"
+class EngineConfig:
+    """The ``train`` settings of the run engine (dinolite/engine/), the same keys for pretraining and fine-tuning.
+
+    Both tasks' ``train`` sections inherit these; a new engine setting goes here (and, if it needs a range
+    check, in ``checks.train_checks``) and nowhere else.
+    """
+
+    output_dir: str = ""  # the run directory (checkpoints, metrics, config.yaml, results)
     seed: int = 0
     device: str = "auto"  # "auto" (cuda when present), "cpu" or "cuda"
+    threads: int = 0  # torch CPU threads (0 = torch's default)
     log_every: int = 20  # steps between metric lines (and host synchronisations)
     checkpoint_every_minutes: float = 10.0  # checked at log steps, so the ranks agree on when
     keep_checkpoints: int = 2
-    # Wall-clock budget of the whole command (training and the final k-NN), in minutes; 0 = none. The first
-    # steps are timed on this machine and fix optim.total_steps, which is saved so a resume is exact.
-    budget_minutes: float = 0.0
-    stop_after_steps: int = 0  # stop (with a checkpoint) after this global step; 0 = run to the end
-    resume_schedule_change: bool = False  # accept a resume with another optim.epochs / total_steps / batch_size
-    collapse_patience: int = 5  # log intervals of a sustained collapse (after the warm-up) before warning
-    threads: int = 0  # torch CPU threads (0 = torch's default)
-    compile: bool = False  # torch.compile the student and teacher backbones (one graph per crop size)
+    # Stop (with a checkpoint) after this many steps of the whole command (born-again fine-tuning: over all its
+    # generations); 0 = run to the end. Running the command again without it resumes.
+    stop_after_steps: int = 0
+    # Accept a resume with another schedule length (optim.epochs, optim.total_steps, optim.batch_size).
+    resume_schedule_change: bool = False
     # Metrics always go to metrics.jsonl; "tensorboard" adds event files (<run>/tensorboard) and "wandb" a
     # Weights & Biases run (<run>/wandb), offline unless wandb_mode says "online".
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])
     wandb_project: str = "dinolite"
     wandb_mode: str = "offline"
+
+
+@dataclass
+class TrainConfig(EngineConfig):
+    """Pretraining's ``train`` section: the engine's settings, then the time budget, collapse warning and compile."""
+
+    output_dir: str = "runs/vit_small_imagenet"
+    # Wall-clock budget of the whole command (training and the final k-NN), in minutes; 0 = none. The first
+    # steps are timed on this machine and fix optim.total_steps, which is saved so a resume is exact.
+    budget_minutes: float = 0.0
+    collapse_patience: int = 5  # log intervals of a sustained collapse (after the warm-up) before warning
+    compile: bool = False  # torch.compile the student and teacher backbones (one graph per crop size)
 
 
 @dataclass
@@ -329,7 +345,7 @@ def as_dict(cfg) -> dict:
 
 def save_config(cfg, path: Path) -> None:
     """A resolved config (any of the config dataclasses) as YAML, written to a temporary name and renamed."""
-    from .engine.files import write_text
+    from .files import write_text
 
     write_text(path, OmegaConf.to_yaml(OmegaConf.structured(cfg)))
 

@@ -25,8 +25,8 @@ from safetensors.torch import save
 from torch import nn
 
 from .config import as_dict
-from .engine.files import write_bytes, write_text
 from .errors import UserError
+from .files import write_bytes, write_text
 from .weights import EXPORT_JSON, EXPORT_WEIGHTS, BackboneSpec
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

@@ -60,7 +60,7 @@ class WandbSink:
         except ImportError as err:
             raise UserError(f"train.loggers has wandb but it is not installed ({err}): pip install wandb, "
                             f"or drop it from train.loggers") from None
-        from .engine.files import write_text
+        from .files import write_text
 
         id_file = run_dir / "wandb_id.txt"
         run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
@@ -102,7 +102,7 @@ class MetricsWriter:
             with open(self.path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         except OSError as err:  # disk full, permissions: one line, not a traceback
-            from .engine.files import write_failure
+            from .files import write_failure
 
             raise write_failure(self.path, err) from None
         for sink in self.sinks:
@@ -123,7 +123,7 @@ class MetricsWriter:
             if not past:
                 kept.append(line)
         if dropped:
-            from .engine.files import write_text
+            from .files import write_text
 
             write_text(self.path, "".join(line + "\n" for line in kept))
         return dropped

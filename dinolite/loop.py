@@ -1,11 +1,11 @@
-"""A DINO training loop over the caller's parts, for custom pipelines in Python.
+"""DINO in the caller's own loop: the step of ``dinolite pretrain`` over any iterable of image batches.
 
-``DINOTrainer`` takes a student / teacher pair (``build_student_teacher``), a ``MultiCrop`` and any
-iterable of image batches, and runs DINO's step with its schedules (cosine LR with warm-up, cosine
-weight decay and teacher momentum, teacher-temperature warm-up, last-layer freeze). Hooks run after
-every step and every epoch. The ``dinolite pretrain`` command adds what a long run needs around the
-same step: its data sources, checkpoints and exact resume, several processes, the time budget and
-the monitor.
+``DINOTrainer`` runs :meth:`dino.DINOMethod.train_step`, the one DINO step of the package, with the
+recipe's schedules (the same config, LR scaling rule, objective options, bf16 on GPU and random
+streams), so a recipe gives the same weights through this API as through the command line for the
+same batches. Hooks run after every step and every epoch. ``dinolite pretrain`` adds what a long run
+needs around it: data sources, checkpoints and exact resume, several processes, the time budget,
+evaluation and the monitor.
 """
 
 from __future__ import annotations
@@ -15,77 +15,116 @@ from collections.abc import Callable, Iterable, Sized
 import torch
 from torch import Tensor
 
-from .augment import MultiCrop
-from .loss import DINOLoss
-from .models import DINOModel, ema_update
-from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
-from .schedules import cosine, teacher_temperature
+from .config import Config, load_config
+from .dino import DINOMethod, Schedule
+from .models import DINOModel
+from .schedules import Plan
 
 Hook = Callable[["DINOTrainer", dict], None]
 
 
 class DINOTrainer:
-    """DINO on the caller's model and data; ``fit`` returns one dict of figures per step."""
+    """DINO on the caller's data with a recipe's settings; ``fit`` returns one dict of figures per step.
 
-    def __init__(self, student: DINOModel, teacher: DINOModel, multicrop: MultiCrop | None = None,
-                 loss: DINOLoss | None = None, *, lr: float = 5e-4, min_lr: float = 1e-6, warmup_steps: int = 0,
-                 weight_decay: tuple[float, float] = (0.04, 0.4), momentum_teacher: float = 0.996,
-                 teacher_temp: float = 0.04, warmup_teacher_temp: float = 0.04, warmup_teacher_temp_steps: int = 0,
-                 clip_grad: float = 3.0, freeze_last_layer_steps: int = 0, optimizer: str = "adamw",
-                 device: str | torch.device | None = None):
+    ``cfg`` is a :class:`Config`, a recipe name or YAML path (default: the quickstart), with
+    ``overrides`` (``["optim.batch_size=64", "loss.ibot_weight=0"]``) applied as on the command line.
+    ``models`` replaces the recipe's student / teacher pair (``build_student_teacher``) by the caller's.
+    ``optim.batch_size`` is the batch the LR scaling rule sees: give batches of that size.
+    """
+
+    def __init__(self, cfg: Config | str | None = None, overrides: list[str] | None = None, *, in_chans: int = 3,
+                 device: str | torch.device | None = None, models: tuple[DINOModel, DINOModel] | None = None):
+        if not isinstance(cfg, Config):
+            cfg = load_config(cfg, overrides)
+        elif overrides:
+            raise ValueError("overrides apply to a recipe name or path; change a Config's fields directly")
+        self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.student, self.teacher = student.to(self.device), teacher.to(self.device)
-        self.multicrop = (multicrop or MultiCrop()).to(self.device)
-        self.loss = (loss or DINOLoss(student.head.last_layer.out_features)).to(self.device)
-        self.optimizer = build_optimizer(self.student, self.device, optimizer)
-        self.lr, self.min_lr, self.warmup_steps, self.weight_decay = lr, min_lr, warmup_steps, weight_decay
-        self.momentum_teacher, self.clip_grad, self.freeze_steps = momentum_teacher, clip_grad, freeze_last_layer_steps
-        self.teacher_temps = (warmup_teacher_temp_steps, warmup_teacher_temp, teacher_temp)
-        self.step_index, self.total_steps = 0, 1
+        self.method = DINOMethod(cfg, in_chans, self.device, models=models)
+        self.step_index = 0
+        self.plan: Plan | None = None
 
-    def step(self, images: Tensor) -> dict:
-        """One DINO step on a batch of images (uint8 or float in [0, 1], ``[B, C, H, W]``)."""
-        s, total = self.step_index, self.total_steps
-        lr = cosine(s, total, self.lr, self.min_lr, self.warmup_steps)
-        wd = cosine(s, total, *self.weight_decay)
-        momentum = cosine(s, total, self.momentum_teacher, 1.0)
-        temp = teacher_temperature(s, *self.teacher_temps)
-        set_schedule(self.optimizer, lr, wd)
-        crops = self.multicrop(images.to(self.device, non_blocking=True))
-        with torch.no_grad():
-            teacher_out = self.teacher([crops.globals_])  # the teacher sees the global views only
-        loss = self.loss(self.student(crops.by_resolution()), teacher_out, temp)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.student.parameters(), self.clip_grad)
-        cancel_last_layer_grads(self.student.head.last_layer, s, self.freeze_steps)
-        self.optimizer.step()
-        ema_update(self.teacher, self.student, momentum)
-        self.step_index += 1
-        return {"step": self.step_index, "loss": loss.item(), "lr": lr, "wd": wd, "momentum": momentum,
-                "teacher_temp": temp}
+    @property
+    def student(self) -> DINOModel:
+        return self.method.student_module
 
-    def fit(self, data: Iterable, epochs: int = 1, steps_per_epoch: int | None = None,
-            after_step: Hook | None = None, after_epoch: Hook | None = None) -> list[dict]:
-        """``epochs`` passes over ``data`` (batches of images, or tuples whose first item is the images).
+    @property
+    def teacher(self) -> DINOModel:
+        return self.method.teacher
 
-        The schedules span ``epochs x steps_per_epoch`` steps (``len(data)`` when it has a length).
-        ``after_step(trainer, figures)`` and ``after_epoch(trainer, {"epoch": e, "steps": n})`` run after each.
+    def step(self, images: Tensor, hw: Tensor | None = None) -> dict:
+        """One DINO step on a batch (uint8 or float in [0, 1], ``[B, C, H, W]``; ``hw`` the valid sizes).
+
+        The figures are device tensors and plain floats: nothing waits for the device (``float(f["loss"])``
+        does).
         """
-        per_epoch = steps_per_epoch or (len(data) if isinstance(data, Sized) else None)
+        if self.plan is None:
+            raise RuntimeError("DINOTrainer.step needs the run's length first: call fit(), or set trainer.plan "
+                               "= Plan.of(cfg.optim, cfg.loss, steps_per_epoch)")
+        method, s = self.method, self.step_index
+        sched = method.schedule(s, self.plan)
+        loss, terms = method.train_step(method.make_crops(images, hw, s), sched)
+        self.step_index += 1
+        return {"step": self.step_index, "loss": loss, **terms, **_values(sched)}
+
+    def fit(self, data: Iterable, epochs: int | None = None, steps_per_epoch: int | None = None,
+            after_step: Hook | None = None, after_epoch: Hook | None = None) -> list[dict]:
+        """``epochs`` passes (default: the recipe's ``optim.epochs``, or ``optim.total_steps`` steps) over
+        ``data``: batches of images, tuples ``(images, labels)`` or ``(images, hw, ...)`` (``hw`` ``[B, 2]``: the
+        valid part of each image), or a dinolite loader (``data.build_loader``:
+        epoch ``e`` is ``data.epoch(e)``, shuffled as ``dinolite pretrain`` shuffles it).
+
+        The schedules span the run (``steps_per_epoch`` defaults to ``len(data)``). ``after_step(trainer,
+        figures)`` and ``after_epoch(trainer, {"epoch": e, "steps": n})`` run after each. The returned
+        figures are floats, read from the device once at the end.
+        """
+        loader = hasattr(data, "epoch") and hasattr(data, "steps_per_epoch")  # a dinolite loader: epoch by epoch
+        per_epoch = steps_per_epoch or (data.steps_per_epoch if loader else  # type: ignore[attr-defined]
+                                        len(data) if isinstance(data, Sized) else None)
         if per_epoch is None:
             raise ValueError("data has no length: pass steps_per_epoch so the schedules know the run's length")
-        self.total_steps = max(1, epochs * per_epoch)
+        o = self.cfg.optim
+        if epochs is not None:
+            o.epochs, o.total_steps = epochs, None
+        self.plan = plan = Plan.of(o, self.cfg.loss, per_epoch)
         history: list[dict] = []
-        for epoch in range(epochs):
-            for i, batch in enumerate(data):
-                if i >= per_epoch:
+        epoch = 0
+        while self.step_index < plan.total:
+            before = self.step_index
+            for i, batch in enumerate(data.epoch(epoch) if loader else data):  # type: ignore[attr-defined]
+                if i >= per_epoch or self.step_index >= plan.total:
                     break
-                images = batch[0] if isinstance(batch, (tuple, list)) else batch
-                history.append(self.step(images))
+                history.append(self.step(*_images_and_sizes(batch)))
                 if after_step is not None:
                     after_step(self, history[-1])
+            if self.step_index == before:
+                raise ValueError("data gave no batch: an iterator is used up after one pass, pass a list or a loader")
+            epoch += 1
             if after_epoch is not None:
-                after_epoch(self, {"epoch": epoch + 1, "steps": self.step_index})
+                after_epoch(self, {"epoch": epoch, "steps": self.step_index})
+        return _to_floats(history)
+
+
+def _images_and_sizes(batch) -> tuple[Tensor, Tensor | None]:
+    """A batch's images and, when its second item is ``[B, 2]`` valid sizes (dinolite's loaders), those."""
+    if not isinstance(batch, (tuple, list)):
+        return batch, None
+    images, second = batch[0], batch[1] if len(batch) > 1 else None
+    sizes = isinstance(second, Tensor) and second.ndim == 2 and second.shape == (len(images), 2)
+    return images, second if sizes else None
+
+
+def _values(sched: Schedule) -> dict[str, float]:
+    return {"lr": sched.lr, "wd": sched.wd, "momentum": sched.momentum, "teacher_temp": sched.teacher_temp}
+
+
+def _to_floats(history: list[dict]) -> list[dict]:
+    """Every tensor of ``history`` as a float, with one read from the device."""
+    keys = [(i, k) for i, h in enumerate(history) for k, v in h.items() if isinstance(v, Tensor)]
+    if not keys:
         return history
+    values = torch.stack([history[i][k].float() for i, k in keys]).tolist()
+    out = [dict(h) for h in history]
+    for (i, k), v in zip(keys, values, strict=True):
+        out[i][k] = v
+    return out

@@ -42,11 +42,12 @@ def set_schedule(optimizer: torch.optim.Optimizer, lr: float, weight_decay: floa
         group["weight_decay"] = weight_decay if group["apply_wd"] else 0.0
 
 
-def cancel_last_layer_grads(head_last_layer: nn.Module, step: int, freeze_steps: int) -> None:
-    """Drop the last layer's gradients during the first ``freeze_steps`` steps (AdamW then skips it).
+def cancel_last_layer_grads(head_last_layer: nn.Module, frozen: bool) -> None:
+    """Drop the last layer's gradients while it is ``frozen`` (AdamW then skips it): the first
+    ``optim.freeze_last_layer`` epochs of a run.
 
     DINO freezes it at the start because an early, noisy last layer makes training unstable.
     """
-    if step < freeze_steps:
+    if frozen:
         for p in head_last_layer.parameters():
             p.grad = None

@@ -8,20 +8,18 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from .augment import Crops, GlobalBatchRNG, MultiCrop
 from .budget import steps_in_budget
 from .config import Config, as_dict, read_saved_config, save_config
 from .data import build_loader, build_source
 from .data.base import Source
+from .dino import DINOMethod
 from .distributed import DistInfo, check_shared_dir, cleanup
-from .engine import streams
 from .engine.loop import Engine, StepOut
 from .engine.rundir import RunDir, open_run_dir
 from .engine.runtime import per_rank_batch, run_threads, start
@@ -29,12 +27,9 @@ from .errors import UserError
 from .eval.pretraining import RunEvaluation, knn_line
 from .export import write_safetensors
 from .loggers import MetricsWriter
-from .loss import DINOLoss, IBOTPatchLoss, koleo_loss, teacher_stats
-from .masking import sample_masks
-from .models import backbone_kwargs, build_student_teacher, ema_update
+from .models import DINOModel, backbone_kwargs
 from .monitor import CollapseMonitor
-from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
-from .schedules import Plan, cosine, scaled_lr, teacher_temperature
+from .schedules import Plan
 
 BAD_SAMPLES = "bad_samples.txt"
 MIN_IMAGES_FOR_BAD_FRACTION = 200  # a few bad files among the first images are not yet "mostly broken"
@@ -44,27 +39,6 @@ def check_channels(cfg: Config, source: Source) -> None:
     if len(cfg.augment.mean) != source.channels:
         raise UserError(f"augment.mean/std have {len(cfg.augment.mean)} values but the images have "
                         f"{source.channels} channel(s): set augment.mean and augment.std to {source.channels} value(s)")
-
-
-@dataclass
-class Schedule:
-    """Every scheduled value at one step."""
-
-    lr: float
-    wd: float
-    momentum: float
-    teacher_temp: float
-
-    @classmethod
-    def at(cls, cfg: Config, step: int, plan: Plan, global_batch: int) -> Schedule:
-        o, total = cfg.optim, plan.total
-        return cls(
-            lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, plan.warmup),
-            wd=cosine(step, total, o.weight_decay, o.weight_decay_end),
-            momentum=cosine(step, total, o.momentum_teacher, 1.0),
-            teacher_temp=teacher_temperature(step, plan.teacher_temp_warmup, cfg.loss.warmup_teacher_temp,
-                                             cfg.loss.teacher_temp),
-        )
 
 
 # A resume may not change these (the checkpoints' shapes, the crops, the data), and needs
@@ -78,7 +52,8 @@ SCHEDULE = ("optim.epochs", "optim.total_steps", "optim.batch_size")
 
 
 class Pretrainer:
-    """The parts of one DINO pretraining run, as a task of the run engine (``engine.loop``)."""
+    """One DINO pretraining run as a task of the run engine (``engine.loop``): the data, the method
+    (``dino.DINOMethod``, which owns the models and the step), the time budget and the evaluation."""
 
     def __init__(self, cfg: Config, dist_info: DistInfo | None = None, progress: bool = True):
         self.cfg = cfg  # cfg.train.threads is applied by pretrain(), which gives the caller's setting back
@@ -98,34 +73,7 @@ class Pretrainer:
                             f"({self.global_batch}): lower optim.batch_size")
         self.loader = build_loader(self.source, self.batch, cfg.train.seed, cfg.data.num_workers,
                                    self.dist.rank, self.dist.world, pin_memory=self.device.type == "cuda")
-
-        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        ibot = cfg.loss.ibot_weight > 0
-        student, self.teacher = build_student_teacher(cfg.model, self.source.channels, cfg.augment.global_crops_size,
-                                                      ibot, cfg.loss.ibot_separate_head)
-        if self.dist.world > 1 and self.device.type == "cuda":
-            # CNN batch norms: statistics over the global batch, as DINO does for its ResNet-50 (torch's
-            # SyncBatchNorm runs on GPUs only; CPU processes keep per-process statistics).
-            student = torch.nn.SyncBatchNorm.convert_sync_batchnorm(student)
-            self.teacher = torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.teacher)
-        self.student_module = student.to(self.device)
-        self.teacher.to(self.device)
-        if cfg.train.compile:  # in place, so state_dict keys (checkpoints, exports) stay unchanged
-            self.student_module.backbone.compile()
-            self.teacher.backbone.compile()
-        self.student: torch.nn.Module = self.student_module  # DDP-wrapped below with several processes
-        if self.dist.world > 1:
-            self.student = torch.nn.parallel.DistributedDataParallel(
-                self.student_module, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
-        self.augment = MultiCrop(cfg.augment).to(self.device)
-        self.loss_fn = DINOLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum,
-                                cfg.loss.centering, cfg.loss.sinkhorn_iterations).to(self.device)
-        self.ibot_loss = None
-        if ibot:
-            self.ibot_loss = IBOTPatchLoss(cfg.model.out_dim, cfg.loss.student_temp, cfg.loss.center_momentum,
-                                           cfg.loss.centering, cfg.loss.sinkhorn_iterations).to(self.device)
-        self.optimizer = build_optimizer(self.student_module, self.device, cfg.optim.optimizer)
-        self.generator = torch.Generator(self.device)  # reseeded every step, see engine/streams.py
+        self.method = DINOMethod(cfg, self.source.channels, self.device, self.dist)
         self.step = 0
         t = cfg.train
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.dist.is_main, t.loggers,
@@ -139,55 +87,22 @@ class Pretrainer:
         self.skipped = 0
         self._resume()
 
-    # ---- what the engine holds ---------------------------------------------------------------
     @property
-    def last_good(self) -> Path | None:
-        return self.engine.last_good
-
-    @property
-    def finite(self) -> torch.Tensor | None:
-        """This rank's losses were all finite so far (None before the first step)."""
-        return self.engine.finite
-
-    @property
-    def after_step(self) -> Callable[[], None] | None:
-        """Called after every finished step (the SLURM job's preemption check)."""
-        return self.engine.after_step
-
-    @after_step.setter
-    def after_step(self, hook: Callable[[], None] | None) -> None:
-        self.engine.after_step = hook
+    def teacher(self) -> DINOModel:
+        return self.method.teacher
 
     # ---- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
         """Everything a resume needs; the same on every rank, so it resumes on any world size."""
-        return {
-            "student": self.student_module.state_dict(),
-            "teacher": self.teacher.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "loss": self.loss_fn.state_dict(),
-            **({"ibot_loss": self.ibot_loss.state_dict()} if self.ibot_loss is not None else {}),
-            "step": self.step,
-            "config": as_dict(self.cfg),
-            "world": self.dist.world,
-        }
+        return {**self.method.state(), "step": self.step, "config": as_dict(self.cfg), "world": self.dist.world}
 
     def load_state(self, state: dict, path: Path) -> None:
-        if ("ibot_loss" in state) != (self.ibot_loss is not None):  # the model has a mask token or not
+        if ("ibot_loss" in state) != (self.method.ibot_loss is not None):  # the model has a mask token or not
             was = "on (loss.ibot_weight > 0)" if "ibot_loss" in state else "off (loss.ibot_weight=0)"
             raise UserError(f"{path} was trained with iBOT {was}: resume with the same setting, "
                             f"or start a new train.output_dir")
-        self.student_module.load_state_dict(state["student"])
-        self.teacher.load_state_dict(state["teacher"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.loss_fn.load_state_dict(state["loss"])
-        if self.ibot_loss is not None:
-            self.ibot_loss.load_state_dict(state["ibot_loss"])
+        self.method.load_state(state)
         self.saved_world = int(state["world"])
-
-    def save(self, sync: bool = True) -> None:
-        """Rank 0 writes; ``sync=False`` (the preemption hook) skips the barrier the other ranks never reach."""
-        self.engine.save(self, sync)
 
     def _resume(self) -> None:
         path = self.engine.resume(self)
@@ -209,63 +124,6 @@ class Pretrainer:
     @property
     def total_steps(self) -> int:
         return self.plan.total
-
-    def make_crops(self, images: torch.Tensor, hw: torch.Tensor) -> Crops:
-        """This step's augmentation, apart from the model step (streams: see engine/streams.py).
-
-        Parameters are drawn for the global batch and sliced, so crops do not depend on the world size.
-        """
-        seed, rank = self.cfg.train.seed, self.dist.rank
-        self.generator.manual_seed(streams.step_seed(seed, self.step, streams.AUGMENT))
-        rng = GlobalBatchRNG(self.generator, rank * self.batch, self.batch, self.global_batch)
-        return self.augment(images.to(self.device, non_blocking=True), hw, rng)
-
-    def train_step(self, images: torch.Tensor, hw: torch.Tensor, sched: Schedule, freeze_steps: int):
-        """Augmentation, then one optimisation step; returns the loss, the teacher's output and the center it
-        was compared with (device tensors, no sync)."""
-        return self.model_step(self.make_crops(images, hw), sched, freeze_steps)
-
-    def model_step(self, crops: Crops, sched: Schedule, freeze_steps: int):
-        """One optimisation step on this step's crops (see :meth:`train_step`)."""
-        set_schedule(self.optimizer, sched.lr, sched.wd)
-        torch.manual_seed(streams.step_seed(self.cfg.train.seed, self.step, streams.drop_path(self.dist.rank)))
-        mask = self._ibot_masks(crops.globals_) if self.ibot_loss is not None else None
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            with torch.no_grad():  # the teacher sees global views only, unmasked
-                teacher = self.teacher([crops.globals_], select=mask, return_features=True)
-            # the student's global views are masked for iBOT (mask None: not)
-            student = self.student(crops.by_resolution(), mask=mask, select=mask, return_features=True)
-        teacher_out, lc = teacher.out, self.cfg.loss
-        center_used = self.loss_fn.center.clone()  # the loss updates the center; the stats need this one
-        loss = self.loss_fn(student.out, teacher_out, sched.teacher_temp)
-        parts: list[torch.Tensor] = []  # the extra terms, unweighted, for the metrics (loss_koleo, loss_ibot)
-        if lc.koleo_weight:  # on each global crop's CLS features, within this rank's batch (as dinov2)
-            first, second = student.feats[:len(crops.globals_)].chunk(2)
-            parts.append(koleo_loss(first) + koleo_loss(second))
-            loss = loss + lc.koleo_weight * parts[-1]
-        if self.ibot_loss is not None:
-            parts.append(self.ibot_loss(student.patch_out, teacher.patch_out, mask, sched.teacher_temp))
-            loss = loss + lc.ibot_weight * parts[-1]
-        self.loss_parts = torch.stack(parts).detach() if parts else None
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.optim.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.student_module.parameters(), self.cfg.optim.clip_grad)
-        cancel_last_layer_grads(self.student_module.head.last_layer, self.step, freeze_steps)
-        self.optimizer.step()
-        ema_update(self.teacher, self.student_module, sched.momentum)
-        return loss.detach(), teacher_out.detach(), center_used
-
-    def _ibot_masks(self, globals_: torch.Tensor) -> torch.Tensor:
-        """This rank's block-wise masks of the global crops (drawn per global sample, see masking.py)."""
-        patch = self.student_module.backbone.patch_embed.patch_size
-        h, w = globals_.shape[-2] // patch[0], globals_.shape[-1] // patch[1]
-        lc = self.cfg.loss
-        seed = streams.step_seed(self.cfg.train.seed, self.step, streams.AUGMENT)
-        low, high = lc.ibot_mask_ratio
-        masks = sample_masks(seed, 2, self.dist.rank * self.batch, self.batch, h, w, (low, high),
-                             lc.ibot_mask_probability)
-        return masks.to(self.device, non_blocking=True)
 
     def short_epoch(self, epoch: int) -> None:
         """The loader ended the epoch early: its shards hold fewer samples than their manifest says.
@@ -305,21 +163,14 @@ class Pretrainer:
         return self.loader.epoch(epoch, start)
 
     def run_step(self, batch: tuple) -> StepOut:
-        plan = self._plan
-        self._sched = sched = Schedule.at(self.cfg, self.step, plan, self.global_batch)
-        loss, teacher_out, center = self.train_step(batch[0], batch[1], sched, plan.freeze_last_layer)
-        self._last = (teacher_out, center, sched.teacher_temp)
-        parts = self.loss_parts
-        return StepOut(loss, {} if parts is None else dict(zip(self._part_names, parts, strict=True)))
+        self._sched = sched = self.method.schedule(self.step, self._plan)
+        loss, terms = self.method.train_step(self.method.make_crops(batch[0], batch[1], self.step), sched)
+        return StepOut(loss, terms)
 
     def log_figures(self) -> dict[str, torch.Tensor]:
-        # The teacher's own centred softmax, whatever loss.centering is: Sinkhorn-Knopp targets have a
-        # uniform mean by construction (KL 0), which would read as a uniform collapse. The center is
-        # kept up to date under Sinkhorn-Knopp too, so the monitor's thresholds mean the same thing.
-        entropy, kl = teacher_stats(*self._last)
         # bad images so far, in the mean: every rank sees the same figure and decides alike
         bad = torch.tensor(float(self.loader.skipped_samples()), device=self.device)
-        return {"teacher_entropy": entropy, "kl_uniform": kl, "skipped_samples": bad}
+        return {**self.method.teacher_figures(), "skipped_samples": bad}
 
     def at_log(self, record: dict) -> dict[str, str]:
         sched = self._sched
@@ -351,8 +202,6 @@ class Pretrainer:
         self._stop = min(plan.total, cfg.train.stop_after_steps or plan.total)
         self._monitor = CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience,
                                         start_step=max(plan.warmup, plan.freeze_last_layer))
-        self._part_names = [n for n, on in (("loss_koleo", cfg.loss.koleo_weight > 0),
-                                            ("loss_ibot", self.ibot_loss is not None)) if on]
         self.engine.run(self, self._stop)
         self.skipped = self.loader.skipped_samples()  # bad samples (shards); with several ranks every rank calls it
         if self.dist.is_main and self.step >= self.total_steps:
@@ -361,29 +210,25 @@ class Pretrainer:
     # ---- the time budget ---------------------------------------------------------------------
     def time_steps(self, warmup: int = 2, timed: int = 8) -> float:
         """Seconds per training step on this machine (the slowest rank's), from real steps on real
-        batches; the weights, optimiser and center are put back afterwards, so the run itself
+        batches; the method's state is put back afterwards (``DINOMethod.trial``), so the run itself
         starts from exactly the state it would have had without the timing."""
-        parts = [self.student_module, self.teacher, self.loss_fn]
-        parts += [self.ibot_loss] if self.ibot_loss is not None else []
-        saved = [{k: v.clone() for k, v in part.state_dict().items()} for part in parts]
-        optimizer_state = self.optimizer.state_dict()
-        step0, plan = self.step, self.plan
+        plan, method = self.plan, self.method
         batches = (batch for epoch in range(warmup + timed) for batch in self.loader.epoch(epoch))
-        sched = Schedule.at(self.cfg, max(plan.warmup, 1), plan, self.global_batch)  # a representative LR
-        for i in range(warmup + timed):
-            if i == warmup:
-                torch.cuda.synchronize() if self.device.type == "cuda" else None
-                t0 = time.time()
-            images, hw, _labels = next(batches)
-            loss, _, _ = self.train_step(images, hw, sched, 0)
-        loss.item()  # waits for the device
-        per_step = torch.tensor((time.time() - t0) / timed, device=self.device)
+        sched = method.schedule(max(plan.warmup, 1), plan)  # a representative LR, the last layer not frozen
+
+        def run() -> float:
+            for i in range(warmup + timed):
+                if i == warmup:
+                    torch.cuda.synchronize() if self.device.type == "cuda" else None
+                    t0 = time.time()
+                images, hw, _labels = next(batches)
+                loss, _ = method.train_step(method.make_crops(images, hw, self.step), sched)
+            loss.item()  # waits for the device
+            return time.time() - t0
+
+        per_step = torch.tensor(method.trial(run) / timed, device=self.device)
         if self.dist.world > 1:
             torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
-        for part, state in zip(parts, saved, strict=True):
-            part.load_state_dict(state)
-        self.optimizer.load_state_dict(optimizer_state)
-        self.step = step0
         return float(per_step)
 
     def plan_budget(self, started: float, final_eval_s: float) -> str:
@@ -409,7 +254,7 @@ class Pretrainer:
         path = self.run_dir / "teacher_backbone.safetensors"
         kwargs = backbone_kwargs(self.cfg.model, self.source.channels, self.cfg.augment.global_crops_size, 0.0)
         meta = {"arch": self.cfg.model.arch, "timm_kwargs": OmegaConf.to_yaml(OmegaConf.create(kwargs))}
-        write_safetensors(self.teacher.backbone.state_dict(), path, meta)
+        write_safetensors(self.method.teacher.backbone.state_dict(), path, meta)
         return path
 
     # ---- evaluation (eval/pretraining.py) ---------------------------------------------------
@@ -484,7 +329,7 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         known = [f"{k} {v:.2f} %{online if k == 'knn_online_random_init' else ''}" for k, v in baselines.items()
                  if k.startswith("knn")] if fresh else []
         spe = trainer.loader.steps_per_epoch
-        start = "from step 0" if fresh else f"resumed at step {trainer.step} from {trainer.last_good}"
+        start = "from step 0" if fresh else f"resumed at step {trainer.step} from {trainer.engine.last_good}"
         print(f"training {trainer.total_steps} steps of {cfg.optim.batch_size} images "
               f"({trainer.total_steps / spe:.2f} epochs of {len(trainer.source)}, {spe} steps per epoch) on "
               f"{trainer.device.type} x {trainer.dist.world} in {trainer.run_dir}, {start}"

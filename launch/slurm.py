@@ -1,13 +1,19 @@
-"""Submit a dinolite pretraining run to SLURM (or submitit's local executor) and return.
+"""Submit a dinolite pretraining or fine-tuning run to SLURM (or submitit's local executor) and return.
 
-    python -m launch.slurm --config configs/vit_small_imagenet.yaml --nodes 2 --gpus-per-node 8 \\
+    python -m launch.slurm [pretrain] --config configs/vit_small_imagenet.yaml --nodes 2 --gpus-per-node 8 \\
         --partition P [--account A --qos Q --constraint C --mem-per-gpu M --cpus-per-task N \\
         --timeout-min T] key=value ...
+    python -m launch.slurm finetune --config finetune_fmnist --gpus-per-node 1 --partition P \\
+        method=born-again init=/shared/runs/quickstart key=value ...
 
-One task per GPU (or ``--tasks-per-node`` CPU tasks with ``--gpus-per-node 0``). The run
-directory gets the resolved ``config.yaml`` and a line per submitted job in ``slurm_jobs.jsonl``;
-submitit's logs go under ``<run dir>/slurm/``. A preempted or timed-out job checkpoints at the
-end of its current step and is requeued; the requeued job resumes from the newest valid checkpoint.
+The first word is the kind of run (``dinolite.jobs.JOB_KINDS``), ``pretrain`` when left out; the
+recipe and overrides are the ones ``dinolite pretrain`` / ``dinolite finetune`` take (fine-tuning's
+``--method``/``--init`` are the keys ``method=``/``init=`` here). One task per GPU (or
+``--tasks-per-node`` CPU tasks with ``--gpus-per-node 0``). The config is loaded and checked before
+anything is written; the run directory then gets the resolved ``config.yaml`` and a line per
+submitted job in ``slurm_jobs.jsonl``; submitit's logs go under ``<run dir>/slurm/``. A preempted or
+timed-out job checkpoints at the end of its current step and is requeued; the requeued job resumes
+from the newest valid checkpoint.
 """
 
 from __future__ import annotations
@@ -19,11 +25,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dinolite.jobs import JobKind
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m launch.slurm", description=__doc__.split("\n\n")[0])
-    p.add_argument("--config", default=None, help="recipe name or YAML path (default: quickstart)")
+    from dinolite.jobs import JOB_KINDS  # names only: no torch import
+
+    p = argparse.ArgumentParser(prog="python -m launch.slurm", description=__doc__.split("\n\n")[0],
+                                usage=f"%(prog)s [{{{','.join(JOB_KINDS)}}}] [options] [key=value ...]",
+                                epilog="The first word is the kind of run (default: pretrain); the options and "
+                                       "key=value overrides follow it.")
+    p.add_argument("--config", default=None,
+                   help="recipe name or YAML path (default: quickstart; finetune_fmnist for finetune)")
     p.add_argument("--nodes", type=int, default=1)
     p.add_argument("--gpus-per-node", type=int, default=0, help="one task per GPU; 0 runs CPU tasks (gloo)")
     p.add_argument("--tasks-per-node", type=int, default=None, help="default: --gpus-per-node, or 1 on CPU")
@@ -37,10 +53,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout-min", type=int, default=60 * 24)
     p.add_argument("--max-requeues", type=int, default=20, help="time-outs the job may be requeued after")
     p.add_argument("--signal-delay-s", type=int, default=120, help="seconds of warning before the time limit")
-    p.add_argument("--job-name", default=None, help="default: the recipe name")
+    p.add_argument("--job-name", default=None, help="default: the recipe name (fine-tuning: recipe-method)")
     p.add_argument("--local", action="store_true", help="submitit's local executor on this machine, no SLURM")
     p.add_argument("overrides", nargs="*", metavar="key=value")
     return p
+
+
+def parse(argv: list[str]) -> tuple[str, argparse.Namespace]:
+    """The kind of run named by the first word (``pretrain`` when there is none) and the options after it."""
+    from dinolite.errors import UserError
+    from dinolite.jobs import DEFAULT_KIND, JOB_KINDS
+
+    kind = DEFAULT_KIND
+    if argv and argv[0] in JOB_KINDS:
+        kind, argv = argv[0], argv[1:]
+    args = build_parser().parse_args(argv)
+    misplaced = [a for a in args.overrides if a in JOB_KINDS]  # a bare word among the key=value overrides
+    if misplaced:
+        raise UserError(f"the kind of run goes first: python -m launch.slurm {misplaced[0]} [options] [key=value ...]")
+    return kind, args
 
 
 def _executor(args: argparse.Namespace, folder: Path, tasks: int, name: str):
@@ -90,28 +121,38 @@ def check_slurm() -> None:
                         f"SLURM_CONF points at its config") from None
 
 
+def check_weights(kind: JobKind, cfg: Any) -> None:
+    """The input weights the config names exist here (a path mistake found now, not after waiting in the queue)."""
+    from dinolite.errors import UserError
+    from dinolite.jobs import get_key, is_local_path
+
+    for key in kind.weights:
+        value = get_key(cfg, key)
+        if is_local_path(value) and not Path(value).exists():
+            raise UserError(f"{key} {value} not found: pass {key}=RUN_DIR, CHECKPOINT, EXPORT"
+                            + (" or timm:NAME" if key == "init" else ""))
+
+
 def submit(argv: list[str] | None = None):
-    """Validate the recipe, prepare the run directory, submit; returns the submitit job."""
+    """Validate the config, prepare the run directory, submit; returns the submitit job."""
     from submitit.core.utils import FailedJobError
 
-    from dinolite.config import as_dict, load_config
+    from dinolite.config import as_dict
     from dinolite.engine.runtime import per_rank_batch
     from dinolite.errors import UserError
-    from dinolite.jobs import PretrainJob
-    from dinolite.train import prepare_run_dir
+    from dinolite.jobs import JOB_KINDS, Job, absolute_paths
 
-    args = build_parser().parse_args(argv)
+    kind_name, args = parse(sys.argv[1:] if argv is None else list(argv))
+    kind = JOB_KINDS[kind_name]
     if args.nodes < 1 or args.gpus_per_node < 0:
         raise UserError("--nodes must be >= 1 and --gpus-per-node >= 0")
     tasks = args.tasks_per_node or args.gpus_per_node or 1
     if args.gpus_per_node and tasks != args.gpus_per_node:
         raise UserError(f"--tasks-per-node {tasks} with --gpus-per-node {args.gpus_per_node}: "
                         f"dinolite runs one process per GPU; drop --tasks-per-node")
-    cfg = load_config(args.config, args.overrides)
-    # The nodes may start in another directory: make the paths the job uses absolute.
-    cfg.train.output_dir = str(Path(cfg.train.output_dir).resolve())
-    if cfg.data.root:
-        cfg.data.root = str(Path(cfg.data.root).resolve())
+    cfg = kind.load(args.config, args.overrides)  # the command's own loader: its checks, its default run directory
+    absolute_paths(kind, cfg)  # the nodes may start in another directory
+    check_weights(kind, cfg)
     world = args.nodes * tasks
     per_rank_batch(cfg.optim.batch_size, world)  # fails here, before anything is queued
     if args.gpus_per_node == 0 and cfg.train.device == "cuda":
@@ -121,12 +162,12 @@ def submit(argv: list[str] | None = None):
     if not args.local:
         check_slurm()
     new_run = not Path(cfg.train.output_dir).exists()
-    run_dir = prepare_run_dir(cfg, is_main=True).path
+    run_dir = kind.prepare_run_dir(cfg, True).path
     logs = run_dir / "slurm"
     before = set(logs.glob("*.pkl")) if logs.is_dir() else set()
-    executor = _executor(args, logs, tasks, args.job_name or cfg.recipe)
+    executor = _executor(args, logs, tasks, args.job_name or kind.job_name(cfg))
     try:
-        job = executor.submit(PretrainJob(as_dict(cfg)))
+        job = executor.submit(Job(kind_name, as_dict(cfg)))
     except FailedJobError as err:  # sbatch refused the job: its own message says why
         if new_run:  # leave nothing behind for a job that never existed
             shutil.rmtree(run_dir, ignore_errors=True)
@@ -136,10 +177,10 @@ def submit(argv: list[str] | None = None):
         lines = [line.strip() for line in str(err).splitlines() if "error:" in line]
         raise UserError(f"sbatch refused the job: {(lines or [str(err).strip()])[0]} "
                         f"(check --partition/--account/--qos against `sinfo` and `sacctmgr show assoc`)") from None
-    record = {"job_id": job.job_id, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"), "nodes": args.nodes,
-              "tasks_per_node": tasks, "gpus_per_node": args.gpus_per_node, "partition": args.partition,
-              "stdout": str(job.paths.stdout).replace("%t", "0"), "stderr": str(job.paths.stderr).replace("%t", "0"),
-              "argv": sys.argv[1:] if argv is None else list(argv)}
+    record = {"job_id": job.job_id, "kind": kind_name, "submitted": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "nodes": args.nodes, "tasks_per_node": tasks, "gpus_per_node": args.gpus_per_node,
+              "partition": args.partition, "stdout": str(job.paths.stdout).replace("%t", "0"),
+              "stderr": str(job.paths.stderr).replace("%t", "0"), "argv": sys.argv[1:] if argv is None else list(argv)}
     with open(run_dir / "slurm_jobs.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     return job

@@ -148,3 +148,31 @@ def test_fractional_warmup_epochs_are_accepted_by_both_tasks():
     for load in (lambda o: load_config(None, o), lambda o: load_finetune_config(None, ["init=x", *o])):
         with pytest.raises(UserError, match="optim.warmup_epochs must be >= 0"):
             load(["optim.warmup_epochs=-0.5"])
+
+
+def test_both_tasks_train_sections_hold_every_engine_setting():
+    """``EngineConfig`` is the one place for the engine's settings: both ``train`` sections inherit every field
+    (same type, and same default but for the run directory), and an override or an unknown key of the
+    ``train`` section works the same in both tasks."""
+    from dataclasses import fields
+
+    from dinolite.config import Config, EngineConfig
+    from dinolite.finetune.config import FinetuneConfig, load_finetune_config
+
+    engine = {f.name: f for f in fields(EngineConfig)}
+    assert {"seed", "device", "log_every", "checkpoint_every_minutes", "loggers", "stop_after_steps"} <= set(engine)
+    for cfg in (Config(), FinetuneConfig()):
+        assert isinstance(cfg.train, EngineConfig)
+        own = {f.name: f for f in fields(cfg.train)}
+        assert set(engine) <= set(own), type(cfg.train).__name__
+        assert all(own[k].type == f.type for k, f in engine.items())
+        assert all(getattr(cfg.train, k) == getattr(EngineConfig(), k) for k in engine if k != "output_dir")
+    loads = (lambda o: load_config(None, o), lambda o: load_finetune_config(None, ["init=x", *o]))
+    for load in loads:
+        assert load(["train.seed=3", "train.loggers=[jsonl,tensorboard]"]).train.seed == 3
+        with pytest.raises(UserError, match="seedz"):
+            load(["train.seedz=3"])
+        with pytest.raises(UserError, match="train.keep_checkpoints must be >= 1"):  # checks.train_checks, for both
+            load(["train.keep_checkpoints=0"])
+    with pytest.raises(UserError, match="budget_minutes"):  # pretraining's own keys stay its own
+        loads[1](["train.budget_minutes=5"])

@@ -1,8 +1,26 @@
-"""``dinolite finetune``: supervised fine-tuning and its three self-distillation variants on labelled data."""
+"""``dinolite finetune``: supervised fine-tuning and its self-distillation variants on labelled data."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Iterator
+
+
+class MethodNames:
+    """The ``--method`` choices: the fine-tuning registry's names, read when argparse first needs them (a help
+    page, a value to check), so that building the parser imports no torch."""
+
+    @staticmethod
+    def names() -> list[str]:
+        from ..finetune.methods.registry import METHODS
+
+        return list(METHODS)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
 
 
 def run(args: argparse.Namespace) -> int:
@@ -20,14 +38,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from ..finetune import METHODS
-
-    p = sub.add_parser("finetune", help="fine-tune on labelled data: supervised, born-again, layerwise, consistency",
-                       description="Train backbone + classifier on labelled data from pretrained weights, with one of "
-                                   "three forms of self-distillation or the supervised baseline; writes results.md and "
-                                   "results.json into the run directory. Rerunning the same command resumes.")
+    p = sub.add_parser("finetune", help="fine-tune on labelled data: supervised, or with self-distillation (--method)",
+                       description="Train backbone + classifier on labelled data from pretrained weights, with the "
+                                   "supervised baseline or a form of self-distillation (--method); writes results.md "
+                                   "and results.json into the run directory. Rerunning the same command resumes.")
     p.add_argument("--config", default=None, help="recipe name or YAML path (default: finetune_fmnist)")
-    p.add_argument("--method", choices=METHODS, default=None, help="default: the recipe's (supervised)")
+    # metavar set: argparse would otherwise list the choices while building the parser
+    p.add_argument("--method", choices=MethodNames(), metavar="METHOD", default=None,
+                   help="%(choices)s (default: the recipe's, supervised)")
     p.add_argument("--init", default=None, metavar="RUN_OR_CHECKPOINT_OR_timm:NAME",
                    help="initial weights: run directory, checkpoint, export, .safetensors, or timm:NAME")
     p.add_argument("--data", nargs="+", default=[], metavar="ITEM",

@@ -12,9 +12,9 @@ from .args import add_target_args
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.files import write_text
     from ..errors import UserError
     from ..eval.knn import knn_accuracies
+    from ..files import write_text
     from .common import features, setup
 
     s = setup(args)

@@ -16,11 +16,11 @@ def _multi_process() -> bool:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..engine.files import write_text
     from ..errors import UserError
     from ..eval.features import ProbeFeatures
     from ..eval.linear import FAST_LRS, ProbeTrainTransform, train_protocol, train_sweep
     from ..export import write_safetensors
+    from ..files import write_text
     from .common import features, setup
 
     if args.mode == "protocol" and _multi_process():

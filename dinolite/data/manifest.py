@@ -51,7 +51,7 @@ def manifest_dict(shards: list[dict], classes: list[str], channels: int, max_sid
 
 def write_manifest(directory: Path, manifest: dict) -> Path:
     """Atomically (temp file, then rename) write ``directory/manifest.json``."""
-    from ..engine.files import write_text
+    from ..files import write_text
 
     return write_text(directory / MANIFEST, json.dumps(manifest, indent=1) + "\n")
 

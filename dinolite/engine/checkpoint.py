@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .files import atomic_write
+from ..files import atomic_write
 
 PATTERN = re.compile(r"^checkpoint-(\d{8})\.pt$")
 
@@ -18,7 +18,7 @@ def checkpoint_path(run_dir: Path, step: int) -> Path:
 
 
 def atomic_save(obj, path: Path) -> None:
-    """``torch.save`` through :func:`~dinolite.engine.files.atomic_write`: the old file or the new one, never half."""
+    """``torch.save`` through :func:`~dinolite.files.atomic_write`: the old file or the new one, never half."""
     atomic_write(path, lambda f: torch.save(obj, f))
 
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from ..errors import UserError
-from .files import write_failure
+from ..files import write_failure
 
 LOCK = ".lock"
 

@@ -14,7 +14,7 @@ from ..config import Config, as_dict
 from ..data import build_source
 from ..data.base import Source
 from ..distributed import DistInfo
-from ..engine.files import write_text
+from ..files import write_text
 from ..models import build_backbone
 from .features import RawPixels, extract_features
 from .knn import knn_accuracy

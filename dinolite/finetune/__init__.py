@@ -1,4 +1,3 @@
 """Fine-tuning on labelled data with self-distillation: supervised baseline, born-again generations,
-layer-wise (multi-exit) distillation and augmentation consistency, as one command."""
-
-METHODS = ("supervised", "born-again", "layerwise", "consistency")
+layer-wise (multi-exit) distillation and augmentation consistency, as one command; the methods and their
+registry are in ``methods/``."""

@@ -11,9 +11,8 @@ from typing import Any, cast
 
 from omegaconf import OmegaConf
 
-from ..config import DataConfig, merge_recipe, recipe_path
+from ..config import DataConfig, EngineConfig, merge_recipe, recipe_path
 from ..errors import UserError
-from . import METHODS
 
 DEFAULT_RECIPE = "finetune_fmnist"
 
@@ -78,21 +77,10 @@ class ConsistencyConfig:
 
 
 @dataclass
-class FTTrainConfig:
+class FTTrainConfig(EngineConfig):
+    """Fine-tuning's ``train`` section: the engine's settings (no others of its own)."""
+
     output_dir: str = ""  # "" = runs/<recipe>-<method>
-    seed: int = 0
-    device: str = "auto"
-    threads: int = 0  # torch CPU threads (0 = torch's default)
-    log_every: int = 20
-    checkpoint_every_minutes: float = 10.0
-    keep_checkpoints: int = 2
-    stop_after_steps: int = 0  # stop (with a checkpoint) after this many steps of the whole command; 0 = run to the end
-    resume_schedule_change: bool = False  # accept a resume with another optim.epochs / batch_size
-    # Metrics always go to metrics.jsonl; "tensorboard" adds event files (<run>/tensorboard) and "wandb" a
-    # Weights & Biases run (<run>/wandb), offline unless wandb_mode says "online".
-    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
-    wandb_project: str = "dinolite"
-    wandb_mode: str = "offline"
 
 
 @dataclass
@@ -119,7 +107,8 @@ class FinetuneConfig:
 
 def load_finetune_config(config: str | None = None, overrides: list[str] | None = None) -> FinetuneConfig:
     """Defaults <- recipe YAML <- ``key=value`` overrides, type-checked and validated."""
-    cfg = merge_recipe(FinetuneConfig, recipe_path(config or DEFAULT_RECIPE), overrides, "dinolite/finetune/config.py")
+    cfg = merge_recipe(FinetuneConfig, recipe_path(config or DEFAULT_RECIPE), overrides,
+                       "dinolite/finetune/config.py (train.*: EngineConfig in dinolite/config.py)")
     if not cfg.train.output_dir:
         cfg.train.output_dir = f"runs/{cfg.recipe}-{cfg.method}"
     out = cast(FinetuneConfig, OmegaConf.to_object(cfg))
@@ -128,10 +117,12 @@ def load_finetune_config(config: str | None = None, overrides: list[str] | None 
 
 
 def validate(cfg: FinetuneConfig) -> None:
-    """Checks that types cannot express; each message names the key and the fix."""
+    """Checks that types cannot express; each message names the key and the fix. Each method checks its own
+    section (``Method.checks``), all of them whichever method is chosen."""
     from ..checks import at_least, data_checks, finite, positive, probability, train_checks
+    from .methods.registry import METHODS
 
-    a, o, b, lw, c = cfg.augment, cfg.optim, cfg.born_again, cfg.layerwise, cfg.consistency
+    a, o = cfg.augment, cfg.optim
     checks = [
         (cfg.method in METHODS, f"method must be one of {', '.join(METHODS)} (--method)"),
         (bool(cfg.init.strip()), "no initial weights: pass --init RUN_DIR, CHECKPOINT, EXPORT or timm:NAME"),
@@ -159,17 +150,10 @@ def validate(cfg: FinetuneConfig) -> None:
         positive("model.head_init_std", cfg.model.head_init_std),
         (0 < o.layer_decay <= 1, "optim.layer_decay must be in (0, 1] (1 = no layer-wise decay)"),
         (0 <= o.label_smoothing < 1, "optim.label_smoothing must be in [0, 1)"),
-        (b.generations >= 1, "born_again.generations must be >= 1 (generation 0 included)"),
-        (0 <= b.alpha <= 1, "born_again.alpha must be in [0, 1]"),
-        (b.temperature > 0 and lw.temperature > 0 and c.temperature > 0, "distillation temperatures must be > 0"),
-        (lw.kd_weight >= 0 and lw.hint_weight >= 0 and c.weight >= 0, "loss weights must be >= 0"),
-        (all(0 < t <= 1 for t in lw.thresholds), "layerwise.thresholds must lie in (0, 1]"),
-        (c.strength >= 0, "consistency.strength must be >= 0"),
+        *[check for method in METHODS.values() for check in method.checks(cfg)],
         *train_checks(cfg.train),
         (cfg.eval.batch_size >= 1 and cfg.eval.every_epochs >= 1, "eval.batch_size and eval.every_epochs must be >= 1"),
     ]
     for ok, msg in checks:
         if not ok:
             raise UserError(f"invalid config: {msg}")
-
-

@@ -7,11 +7,22 @@ views in [0, 1] (for a second augmentation), the labels and the augmentation gen
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from torch import Tensor, nn
 
+from ..augment import RNG
 from . import losses
 from .augment import ConsistencyView
+
+
+class Objective(Protocol):
+    """What the trainer calls every step: ``(loss, logs)``; ``logs["final"]`` holds the final exit's detached
+    logits (for the training accuracy)."""
+
+    def __call__(self, model: nn.Module, x: Tensor, raw: Tensor, y: Tensor,
+                 g: RNG) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
 class Supervised:
@@ -20,7 +31,7 @@ class Supervised:
     def __init__(self, label_smoothing: float = 0.0):
         self.smoothing = label_smoothing
 
-    def __call__(self, model: nn.Module, x: Tensor, raw: Tensor, y: Tensor, g: torch.Generator):
+    def __call__(self, model: nn.Module, x: Tensor, raw: Tensor, y: Tensor, g: RNG):
         logits = model(x)[-1]
         ce = losses.cross_entropy(logits, y, self.smoothing)
         return ce, {"ce": ce.detach(), "final": logits.detach()}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from ..engine.files import write_text
+from ..files import write_text
 from .metrics import accuracy, early_exit_figures, ensemble_probs
 
 

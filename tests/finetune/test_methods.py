@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from dinolite.engine import checkpoint as ckpt
-from dinolite.finetune import methods
+from dinolite.finetune.methods import context as methods  # Context.build calls build_model
 from dinolite.finetune.methods import finetune
 from dinolite.finetune.trainer import LOGITS_FILE, load_logits
 from tests.finetune.helpers import ft_config, write_tiny_backbone

@@ -1,11 +1,11 @@
-"""submitit on a real SLURM cluster: a 2-task job, preemption and requeue, a kill without warning, a bad partition."""
+"""Pretraining through submitit on a real SLURM cluster: a 2-task job, preemption and requeue, a kill without
+warning, a bad partition, and the launcher's refusals before anything is queued."""
 
 from __future__ import annotations
 
 import json
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -13,48 +13,13 @@ import torch
 
 from launch.slurm import main, submit
 from tests.helpers import tiny_overrides
+from tests.launch.helpers import TWO_CPU_TASKS, finish, rank0_log, steps, wait_for
+
 
 def job_args(run_dir: Path, **extra) -> list[str]:
-    # timeout_min=60: below about 50 minutes submitit counts every USR2 as a time-out, not a preemption.
+    """A 2-task pretraining job of the tiny recipe (no kind named: pretraining is the default)."""
     over = {"model.drop_path_rate": 0.0, "eval.knn_at_end": False, "train.threads": 1, **extra}
-    return ["--tasks-per-node", "2", "--cpus-per-task", "1", "--timeout-min", "60", *tiny_overrides(run_dir, **over)]
-
-
-def steps(run_dir: Path) -> list[int]:
-    try:
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line)["step"] for line in lines if '"loss"' in line]
-
-
-def wait_for(condition, what: str, timeout: float = 120.0) -> None:
-    end = time.time() + timeout
-    while not condition():
-        assert time.time() < end, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
-def finish(job, run_dir: Path) -> list:
-    """Wait until every task wrote its result and the job left the queue; return the results.
-
-    Polls the files rather than ``job.results()``: without accounting, submitit cannot read the job's
-    state, and a job that was just requeued can look finished to it.
-    """
-    results = [run_dir / "slurm" / f"{job.job_id}_{t}_result.pkl" for t in range(2)]
-    queued = lambda: job.job_id in subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True,  # noqa: E731
-                                                  text=True).stdout.split()
-    wait_for(lambda: not queued(), f"job {job.job_id} to leave the queue", 240)
-    assert all(p.exists() for p in results), rank0_log(run_dir)[-3000:] + err_logs(run_dir)
-    return job.results()
-
-
-def err_logs(run_dir: Path) -> str:
-    return "".join(p.read_text()[-2000:] for p in sorted((run_dir / "slurm").glob("*_log.err")))
-
-
-def rank0_log(run_dir: Path) -> str:
-    return "".join(p.read_text() for p in sorted((run_dir / "slurm").glob("*_0_log.out")))
+    return [*TWO_CPU_TASKS, *tiny_overrides(run_dir, **over)]
 
 
 @pytest.mark.cluster
@@ -67,7 +32,7 @@ def test_two_task_job_runs_as_two_ranks(slurm_cluster, tmp_path):
     logs = {p.name: p.read_text() for p in (run / "slurm").glob(f"{job.job_id}_*_log.out")}
     assert "global_rank=1(2)" in logs[f"{job.job_id}_1_log.out"]
     record = json.loads((run / "slurm_jobs.jsonl").read_text())
-    assert record["job_id"] == job.job_id and (run / "config.yaml").is_file()
+    assert record["job_id"] == job.job_id and record["kind"] == "pretrain" and (run / "config.yaml").is_file()
 
 
 @pytest.mark.cluster
@@ -137,8 +102,8 @@ def test_a_cluster_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path,
     """The client tools exist but the controller is down: sinfo fails, the launcher says so before writing."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool, body in (("sbatch", "exit 0"), ("srun", "exit 0"),
-                       ("sinfo", "echo 'sinfo: error: Unable to contact slurm controller (connect failure)' >&2; exit 1")):
+    down = "echo 'sinfo: error: Unable to contact slurm controller (connect failure)' >&2; exit 1"
+    for tool, body in (("sbatch", "exit 0"), ("srun", "exit 0"), ("sinfo", down)):
         (bin_dir / tool).write_text(f"#!/bin/sh\n{body}\n")
         (bin_dir / tool).chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")

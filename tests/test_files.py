@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from dinolite.engine.files import WriteFailed, atomic_write, write_text
+from dinolite.files import WriteFailed, atomic_write, write_text
 from tests.helpers import tiny_overrides
 
 # Mount a tmpfs of $SIZE on $0, run the commands after it from the repository ($1), then report what is

@@ -1,0 +1,208 @@
+"""The DINO method: student and EMA teacher with their heads, every loss term and its center, the
+schedules, and the one training step.
+
+``dinolite pretrain`` (``train.Pretrainer``), the library's ``DINOTrainer`` (``loop.py``) and the
+throughput benchmark all call :meth:`DINOMethod.train_step`; no other copy of the step exists. The
+method reads no files and knows nothing of run directories, loaders or evaluation: a task wraps it.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .augment import Crops, GlobalBatchRNG, MultiCrop
+from .config import Config
+from .distributed import DistInfo
+from .engine import streams
+from .engine.runtime import per_rank_batch
+from .loss import DINOLoss, IBOTPatchLoss, koleo_loss, teacher_stats
+from .masking import sample_masks
+from .models import DINOModel, build_student_teacher, ema_update
+from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
+from .schedules import Plan, cosine, scaled_lr, teacher_temperature
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Every scheduled value at one step (the step's index seeds its augmentation, masks and drop path)."""
+
+    step: int
+    lr: float
+    wd: float
+    momentum: float  # the teacher's EMA momentum after this step
+    teacher_temp: float
+    freeze_last_layer: bool = False  # the head's last layer gets no update at this step
+
+    @classmethod
+    def at(cls, cfg: Config, step: int, plan: Plan, global_batch: int) -> Schedule:
+        """The recipe's schedules at ``step`` of ``plan``; the peak LR follows the linear scaling rule
+        (``optim.lr`` is for a global batch of 256)."""
+        o, total = cfg.optim, plan.total
+        return cls(
+            step=step,
+            lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, plan.warmup),
+            wd=cosine(step, total, o.weight_decay, o.weight_decay_end),
+            momentum=cosine(step, total, o.momentum_teacher, 1.0),
+            teacher_temp=teacher_temperature(step, plan.teacher_temp_warmup, cfg.loss.warmup_teacher_temp,
+                                             cfg.loss.teacher_temp),
+            freeze_last_layer=step < plan.freeze_last_layer,
+        )
+
+
+class DINOMethod:
+    """DINO (with dinov2's KoLeo, Sinkhorn-Knopp and iBOT options) on one process of a run.
+
+    Owns the student (DDP-wrapped with several processes), the teacher, their heads, the DINO and iBOT
+    losses with their centers, the optimizer, the multi-crop augmentation and its generator. The
+    step's randomness follows ``engine/streams.py``: it depends on ``(train.seed, step, rank)`` only.
+    """
+
+    def __init__(self, cfg: Config, in_chans: int, device: torch.device | str = "cpu", dist: DistInfo | None = None,
+                 models: tuple[DINOModel, DINOModel] | None = None):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.dist = dist or DistInfo()
+        self.global_batch = cfg.optim.batch_size
+        self.batch = per_rank_batch(self.global_batch, self.dist.world)
+        lc = cfg.loss
+        ibot = lc.ibot_weight > 0
+        if models is None:
+            torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+            models = build_student_teacher(cfg.model, in_chans, cfg.augment.global_crops_size, ibot,
+                                           lc.ibot_separate_head)
+        student, teacher = models
+        if self.dist.world > 1 and self.device.type == "cuda":
+            # CNN batch norms: statistics over the global batch, as DINO does for its ResNet-50 (torch's
+            # SyncBatchNorm runs on GPUs only; CPU processes keep per-process statistics).
+            student = nn.SyncBatchNorm.convert_sync_batchnorm(student)
+            teacher = nn.SyncBatchNorm.convert_sync_batchnorm(teacher)
+        self.student_module: DINOModel = student.to(self.device)
+        self.teacher: DINOModel = teacher.to(self.device)
+        if cfg.train.compile:  # in place, so state_dict keys (checkpoints, exports) stay unchanged
+            self.student_module.backbone.compile()
+            self.teacher.backbone.compile()
+        self.student: nn.Module = self.student_module  # what the step calls: DDP-wrapped with several processes
+        if self.dist.world > 1:
+            self.student = nn.parallel.DistributedDataParallel(
+                self.student_module, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
+        self.augment = MultiCrop(cfg.augment).to(self.device)
+        self.generator = torch.Generator(self.device)  # reseeded every step (engine/streams.py)
+        self.dino_loss = DINOLoss(cfg.model.out_dim, lc.student_temp, lc.center_momentum, lc.centering,
+                                  lc.sinkhorn_iterations).to(self.device)
+        self.ibot_loss = IBOTPatchLoss(cfg.model.out_dim, lc.student_temp, lc.center_momentum, lc.centering,
+                                       lc.sinkhorn_iterations).to(self.device) if ibot else None
+        self.optimizer = build_optimizer(self.student_module, self.device, cfg.optim.optimizer)
+        self._targets: tuple[Tensor, Tensor, float] | None = None  # last step's teacher output, center, temp
+
+    # ---- schedules and inputs ----------------------------------------------------------------
+    def schedule(self, step: int, plan: Plan) -> Schedule:
+        return Schedule.at(self.cfg, step, plan, self.global_batch)
+
+    def make_crops(self, images: Tensor, hw: Tensor | None, step: int) -> Crops:
+        """This step's multi-crop views of this rank's images. Parameters are drawn for the global batch
+        and sliced, so the crops do not depend on the number of processes."""
+        self.generator.manual_seed(streams.step_seed(self.cfg.train.seed, step, streams.AUGMENT))
+        rng = GlobalBatchRNG(self.generator, self.dist.rank * self.batch, self.batch, self.global_batch)
+        return self.augment(images.to(self.device, non_blocking=True), hw, rng)
+
+    def ibot_masks(self, globals_: Tensor, step: int) -> Tensor:
+        """This rank's block-wise masks of the global crops, drawn per global sample (see masking.py)."""
+        patch = self.student_module.backbone.patch_embed.patch_size
+        h, w = globals_.shape[-2] // patch[0], globals_.shape[-1] // patch[1]
+        lc = self.cfg.loss
+        seed = streams.step_seed(self.cfg.train.seed, step, streams.AUGMENT)
+        low, high = lc.ibot_mask_ratio
+        masks = sample_masks(seed, 2, self.dist.rank * self.batch, self.batch, h, w, (low, high),
+                             lc.ibot_mask_probability)
+        return masks.to(self.device, non_blocking=True)
+
+    # ---- the step ----------------------------------------------------------------------------
+    def forward_backward(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
+        """The weighted loss of one step, backpropagated into the student; returns it and each term,
+        unweighted, by name (device tensors, detached: no host sync)."""
+        lc = self.cfg.loss
+        torch.manual_seed(streams.step_seed(self.cfg.train.seed, sched.step, streams.drop_path(self.dist.rank)))
+        mask = self.ibot_masks(crops.globals_, sched.step) if self.ibot_loss is not None else None
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            with torch.no_grad():  # the teacher sees the global views only, unmasked
+                teacher = self.teacher([crops.globals_], select=mask, return_features=True)
+            # the student's global views are masked for iBOT (mask None: not)
+            student = self.student(crops.by_resolution(), mask=mask, select=mask, return_features=True)
+        # The loss updates the center after using it (the teacher's targets of this step are centred with
+        # the center of the previous steps); the monitor's statistics need the center that was used.
+        center_used = self.dino_loss.center.clone()
+        terms = {"loss_dino": self.dino_loss(student.out, teacher.out, sched.teacher_temp)}
+        loss = terms["loss_dino"]
+        if lc.koleo_weight:  # on each global crop's CLS features, within this rank's batch (as dinov2)
+            first, second = student.feats[:len(crops.globals_)].chunk(2)
+            terms["loss_koleo"] = koleo_loss(first) + koleo_loss(second)
+            loss = loss + lc.koleo_weight * terms["loss_koleo"]
+        if self.ibot_loss is not None:
+            assert mask is not None
+            terms["loss_ibot"] = self.ibot_loss(student.patch_out, teacher.patch_out, mask, sched.teacher_temp)
+            loss = loss + lc.ibot_weight * terms["loss_ibot"]
+        loss.backward()
+        self._targets = (teacher.out.detach(), center_used, sched.teacher_temp)
+        return loss.detach(), {name: term.detach() for name, term in terms.items()}
+
+    def optimizer_step(self, sched: Schedule) -> None:
+        """Clip, drop the frozen last layer's gradients, then the optimizer's update."""
+        if self.cfg.optim.clip_grad > 0:
+            nn.utils.clip_grad_norm_(self.student_module.parameters(), self.cfg.optim.clip_grad)
+        cancel_last_layer_grads(self.student_module.head.last_layer, sched.freeze_last_layer)
+        self.optimizer.step()
+
+    def update_teacher(self, momentum: float) -> None:
+        """teacher <- momentum * teacher + (1 - momentum) * student."""
+        ema_update(self.teacher, self.student_module, momentum)
+
+    def train_step(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
+        """One optimisation step on this step's crops: the step every front end runs."""
+        set_schedule(self.optimizer, sched.lr, sched.wd)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, terms = self.forward_backward(crops, sched)
+        self.optimizer_step(sched)
+        self.update_teacher(sched.momentum)
+        return loss, terms
+
+    def teacher_figures(self) -> dict[str, Tensor]:
+        """The last step's teacher entropy and the KL of its mean output to uniform (the monitor's input).
+
+        The teacher's own centred softmax, whatever ``loss.centering`` is: Sinkhorn-Knopp targets have a
+        uniform mean by construction (KL 0), which would read as a uniform collapse; the center is kept up
+        to date under Sinkhorn-Knopp too, so the thresholds mean the same thing.
+        """
+        if self._targets is None:
+            raise RuntimeError("teacher_figures() before the first step")
+        entropy, kl = teacher_stats(*self._targets)
+        return {"teacher_entropy": entropy, "kl_uniform": kl}
+
+    # ---- state -------------------------------------------------------------------------------
+    def state(self) -> dict:
+        """Weights, optimizer and centers (references, not copies); the same on every rank."""
+        out = {"student": self.student_module.state_dict(), "teacher": self.teacher.state_dict(),
+               "optimizer": self.optimizer.state_dict(), "loss": self.dino_loss.state_dict()}
+        if self.ibot_loss is not None:
+            out["ibot_loss"] = self.ibot_loss.state_dict()
+        return out
+
+    def load_state(self, state: dict) -> None:
+        self.student_module.load_state_dict(state["student"])
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.dino_loss.load_state_dict(state["loss"])
+        if self.ibot_loss is not None:
+            self.ibot_loss.load_state_dict(state["ibot_loss"])
+
+    def trial(self, run: Callable[[], float]) -> float:
+        """``run()`` (e.g. timing a few steps), then every weight, optimizer moment and center put back, so
+        the run continues from exactly the state it would have had without the trial."""
+        saved = copy.deepcopy(self.state())
+        try:
+            return run()
+        finally:
+            self.load_state(saved)
