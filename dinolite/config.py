@@ -16,6 +16,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from .errors import UserError
 from .overrides import apply as apply_overrides
+from .overrides import is_item
 from .overrides import omegaconf_problem as _one_line
 from .overrides import yaml_problem as _yaml_problem
 
@@ -77,6 +78,10 @@ class ModelConfig:
     bottleneck_dim: int = 256
     head_layers: int = 3
     norm_last_layer: bool = True
+    # Continue pretraining from an earlier run: a dinolite run directory or checkpoint, or a full checkpoint of
+    # the reference DINO code (student, teacher, dino_loss). Its student, teacher, heads and centers are taken;
+    # the optimizer, the step and the schedules start afresh. "" = random initialisation.
+    init: str = ""
 
 
 @dataclass
@@ -184,6 +189,23 @@ class EvalConfig:
 
 
 @dataclass
+class DistillConfig:
+    """``dinolite distill``: a frozen teacher trains one or several students (``model.*`` is not used)."""
+
+    # The teacher: a dinolite run directory, checkpoint or export, an official DINO checkpoint, or a weights file
+    # of the timm architecture named by teacher_arch (.safetensors or a torch state dict).
+    teacher: str = ""
+    teacher_arch: str = ""  # the timm architecture of a bare weights file ("" = read from the file or run)
+    # "feature": each student's features, through a linear projection, match the teacher's (cosine; any teacher);
+    # "dino_head": each student's own DINO head learns the teacher head's centred distribution (a teacher with
+    # a head: a dinolite run or checkpoint, or an official DINO full checkpoint).
+    objective: str = "feature"
+    # The students: timm architectures with ModelConfig's fields ({arch: resnet10t}, or a ViT with patch_size,
+    # embed_dim, depth, num_heads, ...); the head fields size a student's DINO head (its out_dim is the teacher's).
+    students: list[ModelConfig] = field(default_factory=list)
+
+
+@dataclass
 class Config:
     recipe: str = "custom"
     data: DataConfig = field(default_factory=DataConfig)
@@ -193,6 +215,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
 
 
 def recipe_path(name_or_path: str | None) -> Path:
@@ -232,11 +255,76 @@ def merge_recipe(schema: type, path: Path, overrides: list[str] | None, keys_hin
     return cfg
 
 
-def load_config(config: str | None = None, overrides: list[str] | None = None) -> Config:
-    """Defaults <- recipe YAML <- ``key=value`` overrides, type-checked, as a plain dataclass."""
+def load_config(config: str | None = None, overrides: list[str] | None = None, *,
+                command_line: bool = False) -> Config:
+    """Defaults <- recipe YAML <- ``key=value`` overrides, type-checked, as a plain dataclass.
+
+    ``command_line``: the overrides are what a user typed (``dinolite pretrain``, ``DINOTrainer``, the SLURM
+    launcher), so a typed run length wins over the recipe's (:func:`command_line_length`). Without it the
+    overrides are merged as they are, which is what code that sets a budget and epochs together relies on.
+    """
     out = cast(Config, OmegaConf.to_object(merge_recipe(Config, recipe_path(config), overrides, "configs/*.yaml")))
     validate(out)
+    if command_line:
+        command_line_length(out, overrides)
     return out
+
+
+BUDGET_KEY = "train.budget_minutes"
+
+
+def typed_values(overrides: list[str] | None) -> dict[str, object]:
+    """The dotted keys that ``key=value`` items set, with their values; a mapping value sets each key inside
+    it (``optim={epochs: 10}`` sets ``optim.epochs``). Items that are not ``key=value`` are left out (the
+    override grammar refuses them before this is asked)."""
+    found: dict[str, object] = {}
+
+    def walk(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                walk(f"{prefix}.{key}" if prefix else str(key), inner)
+        else:
+            found[prefix] = value
+
+    for item in overrides or []:
+        if is_item(item):
+            walk("", OmegaConf.to_container(OmegaConf.from_dotlist([item])))
+    return found
+
+
+def command_line_length(cfg: Config, overrides: list[str] | None) -> str:
+    """What the user typed wins over the recipe's run length; returns the start banner's note ("" when the
+    recipe's own length stands). ``cfg`` is the config loaded with ``overrides``; it is changed in place,
+    before anything is built or written.
+
+    A run's length is a time budget (``train.budget_minutes`` > 0, which fixes ``optim.total_steps`` when the
+    run starts), else ``optim.total_steps``, else ``optim.epochs``. A recipe with a budget (the quickstart's
+    10 minutes) would silently replace an ``optim.epochs`` or ``optim.total_steps`` typed in ``overrides``,
+    so a typed length drops the recipe's budget (and a typed ``optim.epochs`` the recipe's
+    ``optim.total_steps``). A typed budget > 0 beside a typed length is a UserError naming both: the two
+    ask for different runs and only the user knows which one is meant. A resume passes the same overrides,
+    so it resolves to the same length (a budget run keeps the step count it saved: train._adopt_budget_plan).
+    """
+    typed = typed_values(overrides)
+    steps_typed = typed.get("optim.total_steps") is not None  # optim.total_steps=null sets no length
+    if not steps_typed and "optim.epochs" not in typed:
+        return ""
+    o, t = cfg.optim, cfg.train
+    length = f"optim.total_steps={o.total_steps}" if steps_typed else f"optim.epochs={o.epochs}"
+    if BUDGET_KEY in typed and t.budget_minutes > 0:
+        raise UserError(f"{BUDGET_KEY}={t.budget_minutes:g} and {length} are both on the command line: a run's "
+                        f"length is a time budget or a step count, not both; keep one of the two")
+    dropped = []
+    if t.budget_minutes > 0:  # not typed (a typed one is 0 here): the recipe's
+        dropped.append(f"{BUDGET_KEY}={t.budget_minutes:g}")
+        t.budget_minutes = 0.0
+    if not steps_typed and o.total_steps is not None:  # optim.epochs typed, the recipe's step count would win
+        dropped.append(f"optim.total_steps={o.total_steps}")
+        o.total_steps = None
+    if not dropped:
+        return ""
+    verb = "is" if len(dropped) == 1 else "are"
+    return f"run length: {length} from the command line (the recipe's {' and '.join(dropped)} {verb} not used)"
 
 
 def validate(cfg: Config) -> None:
@@ -278,6 +366,9 @@ def validate(cfg: Config) -> None:
         (m.embed_dim is None or m.num_heads is None or m.num_heads < 1 or m.embed_dim % m.num_heads == 0,
          f"model.embed_dim ({m.embed_dim}) must be a multiple of model.num_heads ({m.num_heads})"),
         (m.reg_tokens is None or m.reg_tokens >= 0, "model.reg_tokens must be >= 0"),
+        *_distill_checks(cfg),
+        (not m.init or Path(m.init).exists(),
+         f"model.init={m.init} not found: pass a dinolite run directory or checkpoint, or a DINO full checkpoint"),
         (finite(m.drop_path_rate) and 0 <= m.drop_path_rate < 1,
          f"model.drop_path_rate must be in [0, 1), not {m.drop_path_rate}"),
         (m.out_dim >= 2 and m.head_layers >= 1, "model.out_dim must be >= 2 and model.head_layers >= 1"),
@@ -319,6 +410,37 @@ def validate(cfg: Config) -> None:
     for ok, msg in checks:
         if not ok:
             raise UserError(f"invalid config: {msg}")
+
+
+def _distill_checks(cfg: Config) -> list[tuple[bool, str]]:
+    """``distill.*``: a teacher that exists, a known objective, students named once each; no model.init."""
+    from .checks import patch_size_of
+
+    d = cfg.distill
+    if not d.teacher:
+        return [(not d.students, "distill.students is set but distill.teacher is not: name the teacher")]
+    names = [student_name(m) for m in d.students]
+    return [
+        (Path(d.teacher).exists(), f"distill.teacher={d.teacher} not found: pass a dinolite run directory, "
+                                   f"checkpoint or export, an official DINO checkpoint, or a weights file"),
+        (d.objective in ("feature", "dino_head"), "distill.objective must be feature or dino_head"),
+        (bool(d.students), "distill.students is empty: list at least one, e.g. distill.students=[{arch: resnet10t}]"),
+        (len(set(names)) == len(names), f"distill.students gives two students the same name ({names}): "
+                                        f"they are named by architecture and width; change one"),
+        (not cfg.model.init, "model.init continues a DINO run; distillation trains new students: drop model.init"),
+        *[(patch is None or min(cfg.augment.global_crops_size, cfg.augment.local_crops_size) >= patch,
+           f"distill.students: {name} has patches of {patch} px, larger than the crops: give it patch_size")
+          for name, patch in ((student_name(m), patch_size_of(m.arch, m.patch_size)) for m in d.students)],
+    ]
+
+
+def student_name(m: ModelConfig) -> str:
+    """A student's name in metrics and exports: its architecture, with the width and depth a ViT overrides."""
+    name = m.arch.split(".")[0]
+    for key, short in (("embed_dim", "w"), ("depth", "d")):
+        if getattr(m, key) is not None:
+            name += f"-{short}{getattr(m, key)}"
+    return name
 
 
 def _span_checks(cfg: Config) -> list[tuple[bool, str]]:

@@ -8,53 +8,24 @@ method reads no files and knows nothing of run directories, loaders or evaluatio
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 
-from .augment import Crops, GlobalBatchRNG, MultiCrop
+from .augment import Crops
 from .config import Config
 from .distributed import DistInfo
 from .engine import streams
-from .engine.runtime import per_rank_batch
+from .errors import UserError
 from .loss import DINOLoss, IBOTPatchLoss, koleo_loss, teacher_stats
 from .masking import sample_masks
+from .method import Evaluated, Method, Schedule
 from .models import DINOModel, build_student_teacher, ema_update
 from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
-from .schedules import Plan, cosine, scaled_lr, teacher_temperature
+
+__all__ = ["DINOMethod", "Schedule"]
 
 
-@dataclass(frozen=True)
-class Schedule:
-    """Every scheduled value at one step (the step's index seeds its augmentation, masks and drop path)."""
-
-    step: int
-    lr: float
-    wd: float
-    momentum: float  # the teacher's EMA momentum after this step
-    teacher_temp: float
-    freeze_last_layer: bool = False  # the head's last layer gets no update at this step
-
-    @classmethod
-    def at(cls, cfg: Config, step: int, plan: Plan, global_batch: int) -> Schedule:
-        """The recipe's schedules at ``step`` of ``plan``; the peak LR follows the linear scaling rule
-        (``optim.lr`` is for a global batch of 256)."""
-        o, total = cfg.optim, plan.total
-        return cls(
-            step=step,
-            lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, plan.warmup),
-            wd=cosine(step, total, o.weight_decay, o.weight_decay_end),
-            momentum=cosine(step, total, o.momentum_teacher, 1.0),
-            teacher_temp=teacher_temperature(step, plan.teacher_temp_warmup, cfg.loss.warmup_teacher_temp,
-                                             cfg.loss.teacher_temp),
-            freeze_last_layer=step < plan.freeze_last_layer,
-        )
-
-
-class DINOMethod:
+class DINOMethod(Method):
     """DINO (with dinov2's KoLeo, Sinkhorn-Knopp and iBOT options) on one process of a run.
 
     Owns the student (DDP-wrapped with several processes), the teacher, their heads, the DINO and iBOT
@@ -64,10 +35,7 @@ class DINOMethod:
 
     def __init__(self, cfg: Config, in_chans: int, device: torch.device | str = "cpu", dist: DistInfo | None = None,
                  models: tuple[DINOModel, DINOModel] | None = None):
-        self.cfg, self.device = cfg, torch.device(device)
-        self.dist = dist or DistInfo()
-        self.global_batch = cfg.optim.batch_size
-        self.batch = per_rank_batch(self.global_batch, self.dist.world)
+        super().__init__(cfg, device, dist)
         lc = cfg.loss
         ibot = lc.ibot_weight > 0
         if models is None:
@@ -85,12 +53,7 @@ class DINOMethod:
         if cfg.train.compile:  # in place, so state_dict keys (checkpoints, exports) stay unchanged
             self.student_module.backbone.compile()
             self.teacher.backbone.compile()
-        self.student: nn.Module = self.student_module  # what the step calls: DDP-wrapped with several processes
-        if self.dist.world > 1:
-            self.student = nn.parallel.DistributedDataParallel(
-                self.student_module, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
-        self.augment = MultiCrop(cfg.augment).to(self.device)
-        self.generator = torch.Generator(self.device)  # reseeded every step (engine/streams.py)
+        self.student = self.wrap_ddp(self.student_module)  # what the step calls
         self.dino_loss = DINOLoss(cfg.model.out_dim, lc.student_temp, lc.center_momentum, lc.centering,
                                   lc.sinkhorn_iterations).to(self.device)
         self.ibot_loss = IBOTPatchLoss(cfg.model.out_dim, lc.student_temp, lc.center_momentum, lc.centering,
@@ -98,17 +61,7 @@ class DINOMethod:
         self.optimizer = build_optimizer(self.student_module, self.device, cfg.optim.optimizer)
         self._targets: tuple[Tensor, Tensor, float] | None = None  # last step's teacher output, center, temp
 
-    # ---- schedules and inputs ----------------------------------------------------------------
-    def schedule(self, step: int, plan: Plan) -> Schedule:
-        return Schedule.at(self.cfg, step, plan, self.global_batch)
-
-    def make_crops(self, images: Tensor, hw: Tensor | None, step: int) -> Crops:
-        """This step's multi-crop views of this rank's images. Parameters are drawn for the global batch
-        and sliced, so the crops do not depend on the number of processes."""
-        self.generator.manual_seed(streams.step_seed(self.cfg.train.seed, step, streams.AUGMENT))
-        rng = GlobalBatchRNG(self.generator, self.dist.rank * self.batch, self.batch, self.global_batch)
-        return self.augment(images.to(self.device, non_blocking=True), hw, rng)
-
+    # ---- the step ----------------------------------------------------------------------------
     def ibot_masks(self, globals_: Tensor, step: int) -> Tensor:
         """This rank's block-wise masks of the global crops, drawn per global sample (see masking.py)."""
         patch = self.student_module.backbone.patch_embed.patch_size
@@ -120,12 +73,11 @@ class DINOMethod:
                              lc.ibot_mask_probability)
         return masks.to(self.device, non_blocking=True)
 
-    # ---- the step ----------------------------------------------------------------------------
     def forward_backward(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
         """The weighted loss of one step, backpropagated into the student; returns it and each term,
         unweighted, by name (device tensors, detached: no host sync)."""
         lc = self.cfg.loss
-        torch.manual_seed(streams.step_seed(self.cfg.train.seed, sched.step, streams.drop_path(self.dist.rank)))
+        self.seed_drop_path(sched.step)
         mask = self.ibot_masks(crops.globals_, sched.step) if self.ibot_loss is not None else None
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             with torch.no_grad():  # the teacher sees the global views only, unmasked
@@ -169,7 +121,7 @@ class DINOMethod:
         self.update_teacher(sched.momentum)
         return loss, terms
 
-    def teacher_figures(self) -> dict[str, Tensor]:
+    def log_figures(self) -> dict[str, Tensor]:
         """The last step's teacher entropy and the KL of its mean output to uniform (the monitor's input).
 
         The teacher's own centred softmax, whatever ``loss.centering`` is: Sinkhorn-Knopp targets have a
@@ -177,9 +129,12 @@ class DINOMethod:
         to date under Sinkhorn-Knopp too, so the thresholds mean the same thing.
         """
         if self._targets is None:
-            raise RuntimeError("teacher_figures() before the first step")
+            raise RuntimeError("log_figures() before the first step")
         entropy, kl = teacher_stats(*self._targets)
         return {"teacher_entropy": entropy, "kl_uniform": kl}
+
+    def evaluated(self) -> list[Evaluated]:
+        return [Evaluated("teacher", self.teacher.backbone, self.cfg.model)]
 
     # ---- state -------------------------------------------------------------------------------
     def state(self) -> dict:
@@ -191,18 +146,13 @@ class DINOMethod:
         return out
 
     def load_state(self, state: dict) -> None:
+        if ("ibot_loss" in state) != (self.ibot_loss is not None):  # the model has a mask token or not
+            was = "on (loss.ibot_weight > 0)" if "ibot_loss" in state else "off (loss.ibot_weight=0)"
+            raise UserError(f"the checkpoint was trained with iBOT {was}: resume with the same setting, "
+                            f"or start a new train.output_dir")
         self.student_module.load_state_dict(state["student"])
         self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.dino_loss.load_state_dict(state["loss"])
         if self.ibot_loss is not None:
             self.ibot_loss.load_state_dict(state["ibot_loss"])
-
-    def trial(self, run: Callable[[], float]) -> float:
-        """``run()`` (e.g. timing a few steps), then every weight, optimizer moment and center put back, so
-        the run continues from exactly the state it would have had without the trial."""
-        saved = copy.deepcopy(self.state())
-        try:
-            return run()
-        finally:
-            self.load_state(saved)

@@ -1,6 +1,7 @@
 """DINO in the caller's own loop: the step of ``dinolite pretrain`` over any iterable of image batches.
 
-``DINOTrainer`` runs :meth:`dino.DINOMethod.train_step`, the one DINO step of the package, with the
+``DINOTrainer`` runs :meth:`dino.DINOMethod.train_step`, the one DINO step of the package (or, for a
+distillation recipe, :meth:`distill.DistillMethod.train_step`), with the
 recipe's schedules (the same config, LR scaling rule, objective options, bf16 on GPU and random
 streams), so a recipe gives the same weights through this API as through the command line for the
 same batches. Hooks run after every step and every epoch. ``dinolite pretrain`` adds what a long run
@@ -13,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sized
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from .config import Config, load_config
 from .dino import DINOMethod, Schedule
+from .distill import DistillMethod
 from .models import DINOModel
 from .schedules import Plan
 
@@ -27,7 +29,8 @@ class DINOTrainer:
     """DINO on the caller's data with a recipe's settings; ``fit`` returns one dict of figures per step.
 
     ``cfg`` is a :class:`Config`, a recipe name or YAML path (default: the quickstart), with
-    ``overrides`` (``["optim.batch_size=64", "loss.ibot_weight=0"]``) applied as on the command line.
+    ``overrides`` (``["optim.batch_size=64", "loss.ibot_weight=0"]``) applied as on the command line (a typed
+    ``optim.epochs`` or ``optim.total_steps`` is the run's length; one beside a typed time budget is refused).
     ``models`` replaces the recipe's student / teacher pair (``build_student_teacher``) by the caller's.
     ``optim.batch_size`` is the batch the LR scaling rule sees: give batches of that size.
     """
@@ -35,22 +38,36 @@ class DINOTrainer:
     def __init__(self, cfg: Config | str | None = None, overrides: list[str] | None = None, *, in_chans: int = 3,
                  device: str | torch.device | None = None, models: tuple[DINOModel, DINOModel] | None = None):
         if not isinstance(cfg, Config):
-            cfg = load_config(cfg, overrides)
+            cfg = load_config(cfg, overrides, command_line=True)  # a typed length wins, as on the command line
         elif overrides:
             raise ValueError("overrides apply to a recipe name or path; change a Config's fields directly")
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.method = DINOMethod(cfg, in_chans, self.device, models=models)
+        if cfg.distill.teacher:  # a distillation recipe: the students of dinolite distill, the same step
+            if models is not None:
+                raise ValueError("models= replaces DINO's student / teacher pair; a distillation recipe lists its "
+                                 "students in distill.students")
+            self.method: DINOMethod | DistillMethod = DistillMethod(cfg, in_chans, self.device)
+        else:
+            self.method = DINOMethod(cfg, in_chans, self.device, models=models)
         self.step_index = 0
         self.plan: Plan | None = None
 
     @property
     def student(self) -> DINOModel:
+        """DINO's student (DINO recipes)."""
+        assert isinstance(self.method, DINOMethod)
         return self.method.student_module
 
     @property
     def teacher(self) -> DINOModel:
+        """DINO's EMA teacher (DINO recipes)."""
+        assert isinstance(self.method, DINOMethod)
         return self.method.teacher
+
+    def backbones(self) -> dict[str, nn.Module]:
+        """What the run trains, by name: DINO's teacher backbone, or each distilled student's."""
+        return {ev.name: ev.backbone for ev in self.method.evaluated()}
 
     def step(self, images: Tensor, hw: Tensor | None = None) -> dict:
         """One DINO step on a batch (uint8 or float in [0, 1], ``[B, C, H, W]``; ``hw`` the valid sizes).

@@ -19,17 +19,22 @@ from .config import Config, as_dict, read_saved_config, save_config
 from .data import build_loader, build_source
 from .data.base import Source
 from .dino import DINOMethod
+from .distill import DistillMethod
 from .distributed import DistInfo, check_shared_dir, cleanup
+from .engine.checkpoint import list_checkpoints
 from .engine.loop import Engine, StepOut
 from .engine.rundir import RunDir, open_run_dir
 from .engine.runtime import per_rank_batch, run_threads, start
 from .errors import UserError
 from .eval.pretraining import RunEvaluation, knn_line
-from .export import write_safetensors
+from .export import export_backbone, write_safetensors
 from .loggers import MetricsWriter
-from .models import DINOModel, backbone_kwargs
+from .method import Method
+from .models import backbone_kwargs
 from .monitor import CollapseMonitor
 from .schedules import Plan
+from .warmstart import apply_init, read_init
+from .weights import BackboneSpec
 
 BAD_SAMPLES = "bad_samples.txt"
 MIN_IMAGES_FOR_BAD_FRACTION = 200  # a few bad files among the first images are not yet "mostly broken"
@@ -47,7 +52,8 @@ FIXED_ON_RESUME = ("model.arch", "model.patch_size", "model.embed_dim", "model.d
                    "model.reg_tokens", "model.out_dim", "model.hidden_dim", "model.bottleneck_dim", "model.head_layers",
                    "model.norm_last_layer", "augment.global_crops_size", "augment.local_crops_size",
                    "augment.local_crops_number", "data.source", "data.root", "data.train_dir",
-                   "loss.ibot_separate_head")
+                   "loss.ibot_separate_head", "model.init", "distill.teacher", "distill.teacher_arch",
+                   "distill.objective", "distill.students")
 SCHEDULE = ("optim.epochs", "optim.total_steps", "optim.batch_size")
 
 
@@ -61,19 +67,25 @@ class Pretrainer:
         self.global_batch = cfg.optim.batch_size
         self.batch = per_rank_batch(self.global_batch, self.dist.world)
         self.progress = progress and self.dist.is_main
-        self.run = prepare_run_dir(cfg, self.dist.is_main)
-        self.run_dir = self.run.path
-        check_shared_dir(self.run_dir, self.dist, self.device)
         self.source = build_source(cfg.data, "train")
-        if hasattr(self.source, "bad_log"):  # image folders list their undecodable files here
-            self.source.bad_log = self.run_dir / BAD_SAMPLES
         check_channels(cfg, self.source)
         if len(self.source) < self.global_batch:
             raise UserError(f"{len(self.source)} training images are fewer than one global batch "
                             f"({self.global_batch}): lower optim.batch_size")
+        self.method: Method = (DistillMethod if cfg.distill.teacher else DINOMethod)(
+            cfg, self.source.channels, self.device, self.dist)
+        # A new run continuing an earlier one takes its weights and centers, checked before anything is written.
+        fresh = not list_checkpoints(Path(cfg.train.output_dir))
+        self._init_line = ""
+        if cfg.model.init and fresh and isinstance(self.method, DINOMethod):
+            self._init_line = apply_init(self.method, read_init(cfg.model.init))
+        self.run = prepare_run_dir(cfg, self.dist.is_main)
+        self.run_dir = self.run.path
+        check_shared_dir(self.run_dir, self.dist, self.device)
+        if hasattr(self.source, "bad_log"):  # image folders list their undecodable files here
+            self.source.bad_log = self.run_dir / BAD_SAMPLES
         self.loader = build_loader(self.source, self.batch, cfg.train.seed, cfg.data.num_workers,
                                    self.dist.rank, self.dist.world, pin_memory=self.device.type == "cuda")
-        self.method = DINOMethod(cfg, self.source.channels, self.device, self.dist)
         self.step = 0
         t = cfg.train
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.dist.is_main, t.loggers,
@@ -87,26 +99,23 @@ class Pretrainer:
         self.skipped = 0
         self._resume()
 
-    @property
-    def teacher(self) -> DINOModel:
-        return self.method.teacher
-
     # ---- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
         """Everything a resume needs; the same on every rank, so it resumes on any world size."""
         return {**self.method.state(), "step": self.step, "config": as_dict(self.cfg), "world": self.dist.world}
 
     def load_state(self, state: dict, path: Path) -> None:
-        if ("ibot_loss" in state) != (self.method.ibot_loss is not None):  # the model has a mask token or not
-            was = "on (loss.ibot_weight > 0)" if "ibot_loss" in state else "off (loss.ibot_weight=0)"
-            raise UserError(f"{path} was trained with iBOT {was}: resume with the same setting, "
-                            f"or start a new train.output_dir")
-        self.method.load_state(state)
+        try:
+            self.method.load_state(state)
+        except UserError as err:
+            raise UserError(f"{path}: {err}") from None
         self.saved_world = int(state["world"])
 
     def _resume(self) -> None:
         path = self.engine.resume(self)
         if path is None:
+            if self._init_line and self.dist.is_main:
+                print(self._init_line, flush=True)
             return
         if self.run.schedule_changes:  # accepted with train.resume_schedule_change=true
             self.metrics.write({"step": self.step, "schedule_change": self.run.schedule_changes})
@@ -170,23 +179,27 @@ class Pretrainer:
     def log_figures(self) -> dict[str, torch.Tensor]:
         # bad images so far, in the mean: every rank sees the same figure and decides alike
         bad = torch.tensor(float(self.loader.skipped_samples()), device=self.device)
-        return {**self.method.teacher_figures(), "skipped_samples": bad}
+        return {**self.method.log_figures(), "skipped_samples": bad}
 
     def at_log(self, record: dict) -> dict[str, str]:
         sched = self._sched
         record.update(lr=sched.lr, wd=sched.wd, momentum=sched.momentum, teacher_temp=sched.teacher_temp)
         record["skipped_samples"] = skipped = round(record["skipped_samples"])
         self._check_bad_fraction(skipped, (self.step - self._first_step) * self.global_batch)
-        postfix = {"H": f"{record['teacher_entropy']:.2f}"}
-        warnings = [self._monitor.update(self.step, record["teacher_entropy"], record["kl_uniform"])]
+        postfix: dict[str, str] = {}
+        warnings: list[str | None] = []
+        if "teacher_entropy" in record:  # DINO's teacher: its collapse statistics
+            postfix["H"] = f"{record['teacher_entropy']:.2f}"
+            warnings.append(self._monitors[""].update(self.step, record["teacher_entropy"], record["kl_uniform"]))
         every = self.cfg.eval.online_every
         if self.online is not None and (self.step % every == 0 or self.step == self._stop):
-            # Every rank scores the same subset with the same teacher: no collective needed.
-            record["knn_online"] = self.online(self.teacher.backbone)
-            postfix["knn"] = f"{record['knn_online']:.1f}"
-            if "knn_online_random_init" in self.baselines:
-                warnings.append(self._monitor.update_knn(self.step, record["knn_online"],
-                                                         self.baselines["knn_online_random_init"]))
+            # Every rank scores the same subset with the same backbones: no collective needed.
+            for ev in self.method.evaluated():
+                record[f"knn_online{ev.suffix}"] = knn = self.online(ev.backbone)
+                postfix[f"knn{ev.suffix}"] = f"{knn:.1f}"
+                if f"knn_online_random_init{ev.suffix}" in self.baselines:
+                    warnings.append(self._monitors[ev.suffix].update_knn(self.step, knn,
+                                                             self.baselines[f"knn_online_random_init{ev.suffix}"]))
         for warning in filter(None, warnings):
             record.setdefault("warnings", []).append(warning)
             tqdm.write(f"warning: {warning}")
@@ -196,16 +209,18 @@ class Pretrainer:
         pass
 
     def fit(self) -> None:
-        """Train to the end of the plan (or ``train.stop_after_steps``); the final teacher is exported."""
+        """Train to the end of the plan (or ``train.stop_after_steps``); the trained backbones are exported."""
         cfg, plan = self.cfg, self.plan
         self._plan, self._first_step = plan, self.step
         self._stop = min(plan.total, cfg.train.stop_after_steps or plan.total)
-        self._monitor = CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience,
-                                        start_step=max(plan.warmup, plan.freeze_last_layer))
+        # one monitor per trained backbone: each one's online k-NN is judged against its own random init
+        self._monitors = {ev.suffix: CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience,
+                                                     start_step=max(plan.warmup, plan.freeze_last_layer))
+                          for ev in self.method.evaluated()}
         self.engine.run(self, self._stop)
         self.skipped = self.loader.skipped_samples()  # bad samples (shards); with several ranks every rank calls it
         if self.dist.is_main and self.step >= self.total_steps:
-            self.export_teacher()
+            self.export()
 
     # ---- the time budget ---------------------------------------------------------------------
     def time_steps(self, warmup: int = 2, timed: int = 8) -> float:
@@ -249,24 +264,38 @@ class Pretrainer:
                 f"({self.global_batch / step_s:.0f} images/s), {steps} steps planned "
                 f"({steps / self.loader.steps_per_epoch:.2f} epochs)")
 
-    def export_teacher(self) -> Path:
-        """The final teacher backbone on its own, as safetensors with timm's parameter names."""
-        path = self.run_dir / "teacher_backbone.safetensors"
-        kwargs = backbone_kwargs(self.cfg.model, self.source.channels, self.cfg.augment.global_crops_size, 0.0)
-        meta = {"arch": self.cfg.model.arch, "timm_kwargs": OmegaConf.to_yaml(OmegaConf.create(kwargs))}
-        write_safetensors(self.method.teacher.backbone.state_dict(), path, meta)
-        return path
+    def export(self) -> list[Path]:
+        """The trained backbones on their own: DINO's teacher as ``teacher_backbone.safetensors`` (timm's
+        parameter names, the model in its metadata); each distilled student as an export folder
+        ``students/<name>/`` that timm loads (``timm.create_model("local-dir:...")``)."""
+        out: list[Path] = []
+        for ev in self.method.evaluated():
+            kwargs = backbone_kwargs(ev.model, self.source.channels, self.cfg.augment.global_crops_size, 0.0)
+            if ev.name == "teacher":
+                path = self.run_dir / "teacher_backbone.safetensors"
+                meta = {"arch": ev.model.arch, "timm_kwargs": OmegaConf.to_yaml(OmegaConf.create(kwargs))}
+                write_safetensors(ev.backbone.state_dict(), path, meta)
+                out.append(path)
+            else:
+                spec = BackboneSpec(ev.model.arch, kwargs, ev.backbone.state_dict(), self.run_dir / "config.yaml",
+                                    "dinolite-distill", self.cfg)
+                out.append(export_backbone(spec, self.run_dir / "students" / ev.name))
+        return out
 
     # ---- evaluation (eval/pretraining.py) ---------------------------------------------------
     def compute_baselines(self) -> dict[str, float]:
         """The random-init and raw-pixel figures the run is measured against (kept in baselines.json)."""
-        self.baselines = self.evaluation.baselines(self.online)
+        reference = {}
+        if isinstance(self.method, DistillMethod):  # the students' k-NN is read beside their teacher's
+            reference["teacher"] = self.method.teacher.backbone
+        self.baselines = self.evaluation.baselines(self.online, self.method.evaluated(), reference)
         return self.baselines
 
     def evaluate(self) -> dict[str, float]:
-        """The teacher's k-NN under the final protocol, beside the baselines."""
-        results = {"knn_top1": self.evaluation.knn(self.teacher.backbone, "teacher")["top1"]}
-        results.update({k: v for k, v in self.baselines.items() if k in ("knn_top1_random_init", "knn_top1_pixels")})
+        """Each trained backbone's k-NN under the final protocol, beside the baselines."""
+        results = {f"knn_top1{ev.suffix}": self.evaluation.knn(ev.backbone, ev.name)["top1"]
+                   for ev in self.method.evaluated()}
+        results.update({k: v for k, v in self.baselines.items() if k.startswith("knn_top1_")})
         self.metrics.write({"step": self.step, **results})
         return results
 
@@ -279,8 +308,6 @@ def prepare_run_dir(cfg: Config, is_main: bool) -> RunDir:
 
 def _adopt_budget_plan(cfg: Config) -> None:
     """A run planned by a time budget resumes with the step count fixed when it started (its config.yaml's)."""
-    from .engine.checkpoint import list_checkpoints
-
     run_dir, o, t = Path(cfg.train.output_dir), cfg.optim, cfg.train
     if o.total_steps or not (run_dir / "config.yaml").is_file() or not list_checkpoints(run_dir):
         return
@@ -330,6 +357,9 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
                  if k.startswith("knn")] if fresh else []
         spe = trainer.loader.steps_per_epoch
         start = "from step 0" if fresh else f"resumed at step {trainer.step} from {trainer.engine.last_good}"
+        if isinstance(trainer.method, DistillMethod):
+            names = ", ".join(ev.name for ev in trainer.method.evaluated())
+            print(f"distilling {cfg.distill.teacher} ({cfg.distill.objective} objective) into {names}", flush=True)
         print(f"training {trainer.total_steps} steps of {cfg.optim.batch_size} images "
               f"({trainer.total_steps / spe:.2f} epochs of {len(trainer.source)}, {spe} steps per epoch) on "
               f"{trainer.device.type} x {trainer.dist.world} in {trainer.run_dir}, {start}"

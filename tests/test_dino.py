@@ -95,7 +95,7 @@ def test_the_step_names_each_term_and_weighs_them_into_the_loss(tmp_path, option
     cfg = method.cfg.loss
     weights = {"loss_dino": 1.0, "loss_koleo": cfg.koleo_weight, "loss_ibot": cfg.ibot_weight}
     torch.testing.assert_close(loss, sum(weights[n] * t for n, t in terms.items()))
-    figures = method.teacher_figures()
+    figures = method.log_figures()
     assert set(figures) == {"teacher_entropy", "kl_uniform"} and all(torch.isfinite(v) for v in figures.values())
 
 

@@ -10,11 +10,12 @@ from pathlib import Path
 import torch
 
 from ..augment import EvalTransform
-from ..config import Config, as_dict
+from ..config import Config, ModelConfig, as_dict
 from ..data import build_source
 from ..data.base import Source
 from ..distributed import DistInfo
 from ..files import write_text
+from ..method import Evaluated
 from ..models import build_backbone
 from .features import RawPixels, extract_features
 from .knn import knn_accuracy
@@ -63,46 +64,68 @@ class RunEvaluation:
             return {"top1": float("nan"), "top5": float("nan")}
         return knn_accuracy(queries, labels, bank, bank_labels, self.source.num_classes, e.knn_k, e.knn_temperature)
 
-    def random_backbone(self) -> torch.nn.Module:
-        """The same architecture at random initialisation (its own seed, the global stream untouched)."""
+    def random_backbone(self, model: ModelConfig | None = None) -> torch.nn.Module:
+        """The same architecture (``model``, default the run's) at random initialisation (its own seed, the
+        global stream untouched)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.cfg.train.seed + 1)
-            return build_backbone(self.cfg.model, self.source.channels, self.cfg.augment.global_crops_size,
+            return build_backbone(model or self.cfg.model, self.source.channels, self.cfg.augment.global_crops_size,
                                   0.0).to(self.device)
 
-    def baselines(self, online: OnlineKNN | None) -> dict[str, float]:
+    def baselines(self, online: OnlineKNN | None, evaluated: list[Evaluated],
+                  reference: dict[str, torch.nn.Module] | None = None) -> dict[str, float]:
         """What "learned something" is measured against, computed once at the start of a run and kept in
-        ``baselines.json``: the k-NN of the random-init network and of raw pixels (the final protocol), the
-        random-init online k-NN, and how long each took (the time budget keeps that much for the end)."""
+        ``baselines.json``: for each trained backbone the k-NN of its architecture at random init (the final
+        protocol) and its random-init online k-NN; the k-NN of raw pixels and of any ``reference`` backbone
+        (a distillation's teacher); and how long each took (the time budget keeps that much for the end)."""
         e, path = self.cfg.eval, self.run_dir / BASELINES
         key = {"data": as_dict(self.cfg.data), "eval": as_dict(e), "model": as_dict(self.cfg.model),
                "seed": self.cfg.train.seed}
+        if self.cfg.distill.teacher:
+            key["distill"] = as_dict(self.cfg.distill)
         if path.is_file():
             saved = json.loads(path.read_text())
             if saved.get("key") == key:
                 return saved["values"]
         values: dict[str, float] = {}
-        if e.knn_at_end and e.knn_random_init:
-            t = time.time()
-            values["knn_top1_random_init"] = self.knn(self.random_backbone(), "random init")["top1"]
-            values["eval_seconds"] = time.time() - t
+        for ev in evaluated:
+            random_init = self.random_backbone(ev.model)
+            if e.knn_at_end and e.knn_random_init:
+                t = time.time()
+                values[f"knn_top1_random_init{ev.suffix}"] = self.knn(random_init, f"random init{ev.suffix}")["top1"]
+                values["eval_seconds"] = values.get("eval_seconds", 0.0) + time.time() - t
+            if online is not None:
+                t = time.time()
+                values[f"knn_online_random_init{ev.suffix}"] = online(random_init)
+                values["online_seconds"] = values.get("online_seconds", 0.0) + time.time() - t
+        if e.knn_at_end:
+            for name, backbone in (reference or {}).items():
+                values[f"knn_top1_{name}"] = self.knn(backbone, name)["top1"]
         if e.knn_at_end and e.knn_pixels:
             values["knn_top1_pixels"] = self.knn(RawPixels(), "raw pixels")["top1"]
-        if online is not None:
-            t = time.time()
-            values["knn_online_random_init"] = online(self.random_backbone())
-            values["online_seconds"] = time.time() - t
         if self.dist.is_main and values:
             write_text(path, json.dumps({"key": key, "values": values}, indent=1))
         return values
 
 
 def knn_line(cfg: Config, results: dict[str, float]) -> str:
-    """The final line of a run: the teacher's k-NN beside what it must beat."""
-    line = (f"k-NN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}) on the test split: "
-            f"teacher {results['knn_top1']:.2f} %")
-    if "knn_top1_random_init" in results:
-        line += f", same architecture at random init {results['knn_top1_random_init']:.2f} %"
+    """The final line of a run: each trained backbone's k-NN beside what it must beat."""
+    line = f"k-NN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}) on the test split: "
+    if "knn_top1" in results:  # DINO's teacher
+        line += f"teacher {results['knn_top1']:.2f} %"
+        if "knn_top1_random_init" in results:
+            line += f", same architecture at random init {results['knn_top1_random_init']:.2f} %"
+    else:  # distillation: each student, then its teacher
+        students = []
+        for key, value in results.items():
+            name = key[len("knn_top1_"):]
+            if key.startswith("knn_top1_") and not name.startswith("random_init") and name not in ("teacher", "pixels"):
+                random_init = results.get(f"knn_top1_random_init_{name}")
+                students.append(f"student {name} {value:.2f} %"
+                                + (f" (random init {random_init:.2f} %)" if random_init is not None else ""))
+        line += "; ".join(students)
+        if "knn_top1_teacher" in results:
+            line += f"; its teacher {results['knn_top1_teacher']:.2f} %"
     if "knn_top1_pixels" in results:
         line += f", raw pixels {results['knn_top1_pixels']:.2f} %"
     return line

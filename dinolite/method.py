@@ -1,0 +1,122 @@
+"""What every training method shares: the schedule of a step, the multi-crop views of a step, the trial.
+
+A method (``dino.DINOMethod``, ``distill.DistillMethod``) owns its models, losses and optimizer and one
+``train_step(crops, schedule) -> (loss, {name: term})``; the pretraining task (``train.Pretrainer``) and the
+library API wrap any of them the same way.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .augment import Crops, GlobalBatchRNG, MultiCrop
+from .config import Config, ModelConfig
+from .distributed import DistInfo
+from .engine import streams
+from .engine.runtime import per_rank_batch
+from .schedules import Plan, cosine, scaled_lr, teacher_temperature
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """Every scheduled value at one step (the step's index seeds its augmentation, masks and drop path)."""
+
+    step: int
+    lr: float
+    wd: float
+    momentum: float  # the EMA teacher's momentum after this step (DINO)
+    teacher_temp: float
+    freeze_last_layer: bool = False  # the head's last layer gets no update at this step
+
+    @classmethod
+    def at(cls, cfg: Config, step: int, plan: Plan, global_batch: int) -> Schedule:
+        """The recipe's schedules at ``step`` of ``plan``; the peak LR follows the linear scaling rule
+        (``optim.lr`` is for a global batch of 256)."""
+        o, total = cfg.optim, plan.total
+        return cls(
+            step=step,
+            lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, plan.warmup),
+            wd=cosine(step, total, o.weight_decay, o.weight_decay_end),
+            momentum=cosine(step, total, o.momentum_teacher, 1.0),
+            teacher_temp=teacher_temperature(step, plan.teacher_temp_warmup, cfg.loss.warmup_teacher_temp,
+                                             cfg.loss.teacher_temp),
+            freeze_last_layer=step < plan.freeze_last_layer,
+        )
+
+
+@dataclass
+class Evaluated:
+    """A backbone a run is judged by (k-NN, online k-NN, export), with the config that builds it afresh."""
+
+    name: str  # "teacher" for DINO; the student's name for distillation
+    backbone: nn.Module
+    model: ModelConfig
+
+    @property
+    def suffix(self) -> str:
+        """Appended to the metric keys (``knn_top1`` + suffix); DINO's teacher keeps the plain keys."""
+        return "" if self.name == "teacher" else f"_{self.name}"
+
+
+class Method:
+    """The parts every method has: the run's config, device and ranks, and its multi-crop augmentation."""
+
+    def __init__(self, cfg: Config, device: torch.device | str, dist: DistInfo | None):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.dist = dist or DistInfo()
+        self.global_batch = cfg.optim.batch_size
+        self.batch = per_rank_batch(self.global_batch, self.dist.world)
+        self.augment = MultiCrop(cfg.augment).to(self.device)
+        self.generator = torch.Generator(self.device)  # reseeded every step (engine/streams.py)
+
+    def schedule(self, step: int, plan: Plan) -> Schedule:
+        return Schedule.at(self.cfg, step, plan, self.global_batch)
+
+    def make_crops(self, images: Tensor, hw: Tensor | None, step: int) -> Crops:
+        """This step's multi-crop views of this rank's images. Parameters are drawn for the global batch
+        and sliced, so the crops do not depend on the number of processes."""
+        self.generator.manual_seed(streams.step_seed(self.cfg.train.seed, step, streams.AUGMENT))
+        rng = GlobalBatchRNG(self.generator, self.dist.rank * self.batch, self.batch, self.global_batch)
+        return self.augment(images.to(self.device, non_blocking=True), hw, rng)
+
+    def wrap_ddp(self, module: nn.Module) -> nn.Module:
+        """``module`` as the step calls it: DDP-wrapped with several processes."""
+        if self.dist.world == 1:
+            return module
+        return nn.parallel.DistributedDataParallel(
+            module, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
+
+    def seed_drop_path(self, step: int) -> None:
+        """Drop path draws from torch's global stream, per rank (engine/streams.py)."""
+        torch.manual_seed(streams.step_seed(self.cfg.train.seed, step, streams.drop_path(self.dist.rank)))
+
+    # ---- what each method provides -----------------------------------------------------------
+    def train_step(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
+        raise NotImplementedError
+
+    def log_figures(self) -> dict[str, Tensor]:
+        """Figures of the last step for the log line (device tensors)."""
+        return {}
+
+    def evaluated(self) -> list[Evaluated]:
+        raise NotImplementedError
+
+    def state(self) -> dict:
+        raise NotImplementedError
+
+    def load_state(self, state: dict) -> None:
+        raise NotImplementedError
+
+    def trial(self, run: Callable[[], float]) -> float:
+        """``run()`` (e.g. timing a few steps), then every weight, optimizer moment and center put back, so
+        the run continues from exactly the state it would have had without the trial."""
+        saved = copy.deepcopy(self.state())
+        try:
+            return run()
+        finally:
+            self.load_state(saved)
