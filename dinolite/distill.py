@@ -80,7 +80,7 @@ def head_from_state(state: dict[str, Tensor]) -> DINOHead:
 
 def load_teacher(cfg: Config) -> FrozenTeacher:
     """``distill.teacher`` as a frozen backbone (and head, for the ``dino_head`` objective)."""
-    from .weights import load_into, pick_state, read_weights_file, resolve
+    from .weights import load_into, read_weights_file, resolve, strip_prefixes
 
     d, path = cfg.distill, Path(cfg.distill.teacher)
     if d.teacher_arch:  # a bare weights file of a named timm architecture
@@ -88,7 +88,12 @@ def load_teacher(cfg: Config) -> FrozenTeacher:
             raise UserError(f"distill.teacher_arch={d.teacher_arch!r} is not a timm model: pick one from "
                             f"timm.list_models()")
         obj, _ = read_weights_file(path)
-        state, _ = pick_state(obj, "teacher", path) if d.teacher_arch.startswith("vit") else (obj, "")
+        if isinstance(obj, dict) and not all(isinstance(v, Tensor) for v in obj.values()):
+            obj = next((obj[k] for k in ("teacher", "state_dict", "model") if k in obj), obj)
+        if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+            raise UserError(f"distill.teacher={path} holds no state dict of tensors for {d.teacher_arch}: pass its "
+                            f"weights (.safetensors, or a torch file of a state_dict)")
+        state = strip_prefixes(obj)
         backbone = timm.create_model(d.teacher_arch, pretrained=False, num_classes=0,
                                      in_chans=len(cfg.augment.mean))
         load_into(backbone, state, path)

@@ -90,6 +90,10 @@ JOB_KINDS: dict[str, JobKind] = {
                         name_keys=("recipe", "method"),
                         paths=("train.output_dir", "data.root", "data.eval_shards", "init", "born_again.teacher"),
                         weights=("init", "born_again.teacher")),
+    "distill": JobKind("dinolite.config:Config", "dinolite.config:load_distill_config",
+                       "dinolite.train:prepare_run_dir", "dinolite.train:pretrain",
+                       paths=("train.output_dir", "data.root", "data.eval_shards", "distill.teacher"),
+                       weights=("distill.teacher",)),
 }
 DEFAULT_KIND = "pretrain"  # what `python -m launch.slurm` submits when its first word names no kind
 

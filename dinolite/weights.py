@@ -61,7 +61,11 @@ class BackboneSpec:
         if self.pos_interp == "dino":
             from .pos_embed import use_dino_pos_embed
 
-            use_dino_pos_embed(model)
+            try:
+                use_dino_pos_embed(model)
+            except (ValueError, AttributeError):  # registers, no class token, or a CNN (no cls_token at all)
+                raise UserError(f"{self.source}: --pos-interp dino applies to ViTs with a class token and no "
+                                f"register tokens; {self.arch} is not one: use --pos-interp timm") from None
         return model.eval()
 
     def fingerprint(self) -> str:

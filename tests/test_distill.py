@@ -161,3 +161,39 @@ def test_a_distillation_killed_then_resumed_equals_an_uninterrupted_one(tiny_run
     a, b = students_at_the_end(reference), students_at_the_end(run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (run / "students" / VIT / "model.safetensors").is_file()
+
+
+def test_a_timm_architecture_with_a_weights_file_teaches(tmp_path, fmnist_root, capsys):
+    from safetensors.torch import save_file
+
+    teacher = timm.create_model("resnet10t", pretrained=False, num_classes=0, in_chans=1)
+    weights = tmp_path / "resnet10t.safetensors"
+    save_file({k: v.contiguous() for k, v in teacher.state_dict().items()}, str(weights))
+    run = tmp_path / "run"
+    assert main(distill_args(weights, run, **{"optim.total_steps": 2}) + ["distill.teacher_arch=resnet10t"]) == 0
+    assert "finished at step 2/2" in capsys.readouterr().out
+    cfg = load_config("distill_fmnist", [f"distill.teacher={weights}", "distill.teacher_arch=resnet10t"])
+    loaded = load_teacher(cfg).backbone
+    assert all(torch.equal(loaded.state_dict()[k], v) for k, v in teacher.state_dict().items())
+
+
+@pytest.mark.slow
+def test_two_processes_distil_as_one(tiny_run, tmp_path):
+    """The students' gradients are averaged by DDP and the targets' center over the global batch: 2 processes
+    under torchrun give the 1-process students (a ViT student: no batch norm, whose statistics stay per process)."""
+    from tests.test_distributed import free_port
+
+    vit_only = ("distill.students=[{arch: vit_tiny_patch16_224, patch_size: 7, embed_dim: 16, depth: 1, num_heads: 2,"
+                " out_dim: 64, hidden_dim: 32, bottleneck_dim: 16, drop_path_rate: 0.0}]")
+    settings = {"optim.total_steps": 4, "train.log_every": 2, "train.threads": 1}
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(distill_args(tiny_run, one, "dino_head", **settings) + [vit_only]) == 0
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
+           "-m", "dinolite.cli", *distill_args(tiny_run, two, "dino_head", **settings), vit_only]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    a = torch.load(one / "checkpoint-00000004.pt", map_location="cpu", weights_only=True)
+    b = torch.load(two / "checkpoint-00000004.pt", map_location="cpu", weights_only=True)
+    for part in ("students", "targets"):
+        for k in a[part]:
+            torch.testing.assert_close(a[part][k], b[part][k], rtol=1e-4, atol=1e-5, msg=k)

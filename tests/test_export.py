@@ -12,8 +12,8 @@ import timm
 import torch
 
 import dinolite
-from dinolite.engine import checkpoint as ckpt
 from dinolite.cli import main
+from dinolite.engine import checkpoint as ckpt
 from dinolite.errors import UserError
 from dinolite.weights import load_backbone, resolve
 
@@ -67,16 +67,190 @@ def test_export_folder_is_never_overwritten_with_different_files(tiny_run, tmp_p
 
 
 def test_onnx_export_matches_torch(tiny_run, tmp_path):
-    import onnxruntime
-
     out = tmp_path / "export"
     assert main(["export", str(tiny_run), "--out", str(out), "--onnx"]) == 0
-    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
-    x = torch.randn(3, 1, 28, 28, generator=torch.Generator().manual_seed(1))
+    diff = onnx_vs_torch(out / "model.onnx", load_backbone(out), 1, 28)
+    print(f"quickstart ViT: onnxruntime vs torch max abs diff {diff:.3g}")
+
+
+# ---- ONNX for every backbone -----------------------------------------------------------------------
+
+def onnx_vs_torch(graph, model, channels: int, size: int) -> float:
+    """The largest |onnxruntime - torch| of ``graph`` against ``model`` at two batch sizes (1 and 3; the export
+    traces with 2), after checking that the graph's batch axis is symbolic and its image size is ``size``."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    shape = session.get_inputs()[0].shape
+    assert isinstance(shape[0], str) and shape[1:] == [channels, size, size], shape
+    worst = 0.0
+    for batch in (1, 3):
+        x = torch.randn(batch, channels, size, size, generator=torch.Generator().manual_seed(batch))
+        with torch.no_grad():
+            want = model.eval()(x).numpy()
+        got = session.run(None, {"images": x.numpy()})[0]
+        assert got.shape == want.shape
+        worst = max(worst, float(np.abs(got - want).max()))
+    assert worst <= 1e-4
+    return worst
+
+
+def onnx_size(size: int | None) -> list[str]:
+    return ["--onnx-size", str(size)] if size else []
+
+
+def dinolite_checkpoint(path, image_size: int = 28, **model) -> object:
+    """A checkpoint in dinolite's training layout (teacher/student with ``backbone.``, the run's config) holding
+    a randomly initialised backbone of the tiny recipe with the ``model.*`` changes: no training needed."""
+    from dinolite.config import as_dict
+    from dinolite.models import build_backbone
+    from tests.helpers import tiny_config
+
+    cfg = tiny_config(path.parent / "run")
+    cfg.eval.image_size = image_size
+    for key, value in model.items():
+        setattr(cfg.model, key, value)
+    torch.manual_seed(0)
+    backbone = build_backbone(cfg.model, len(cfg.augment.mean), cfg.augment.global_crops_size, 0.0)
+    with torch.no_grad():  # weights whose every part shows in the output, unlike timm's initialisation:
+        for name, tensor in backbone.state_dict().items():
+            if name.endswith(("ls1.gamma", "ls2.gamma")):  # LayerScale starts at 1e-5 (DINOv2)
+                tensor.fill_(1.0)
+            elif name == "pos_embed":  # and position embeddings at std 0.02
+                tensor.normal_(std=0.5)
+    teacher = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    torch.save({"teacher": teacher, "student": teacher, "config": as_dict(cfg), "step": 0}, path)
+    return path
+
+
+@pytest.mark.parametrize("arch,size", [("vit_small_patch16_224", None), ("vit_small_patch16_224", 42),
+                                       ("vit_small_patch14_reg4_dinov2", 14)])
+def test_onnx_export_of_vits_with_register_tokens(tmp_path, arch, size):
+    """A run with model.reg_tokens=4, and timm's DINOv2 ViT with 4 registers (LayerScale, embeddings beside the
+    class token), at the run's 28 px and at sizes whose position embeddings timm resamples (up to 42, down to 14):
+    its antialiased bicubic has no ONNX operator, so the export bakes the resampled table in."""
+    ckpt_path = dinolite_checkpoint(tmp_path / "ckpt.pt", arch=arch, reg_tokens=4 if "reg4" not in arch else None)
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt_path), "--out", str(out), "--onnx", *onnx_size(size)]) == 0
+    model = resolve(ckpt_path).build()
+    assert model.num_prefix_tokens == 5 and model.reg_token.shape[1] == 4
+    diff = onnx_vs_torch(out / "model.onnx", model, 1, size or 28)
+    print(f"{arch} with 4 registers at {size or 28} px: onnxruntime vs torch max abs diff {diff:.3g}")
+
+
+@pytest.mark.parametrize("arch,size", [("resnet10t", None), ("convnext_atto", 32)])
+def test_onnx_export_of_cnns(tmp_path, capsys, arch, size):
+    """timm CNNs (global average pooling, no position embeddings) at the run's evaluation size (28 px: the
+    default, where 224 used to be taken for any CNN) or at --onnx-size."""
+    kw = dict(arch=arch, patch_size=None, embed_dim=None, depth=None, num_heads=None)
+    ckpt_path = dinolite_checkpoint(tmp_path / "ckpt.pt", **kw)
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt_path), "--out", str(out), "--onnx", *onnx_size(size)]) == 0
+    assert f"[batch, 1, {size or 28}, {size or 28}]" in capsys.readouterr().out
+    diff = onnx_vs_torch(out / "model.onnx", load_backbone(out), 1, size or 28)
+    print(f"{arch} at {size or 28} px: onnxruntime vs torch max abs diff {diff:.3g}")
+
+
+def test_onnx_export_of_an_official_dino_vit_s16_at_224(tmp_path):
+    """A backbone file in the layout of dino_deitsmall16_pretrain.pth (random weights, ViT-S/16 as released:
+    width 384, 6 heads, depth 12), exported at its 224 px."""
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_small_patch16_224", num_classes=0).eval()
+    torch.save(vit.state_dict(), tmp_path / "dino_deitsmall16_pretrain.pth")
+    out = tmp_path / "export"
+    assert main(["export", str(tmp_path / "dino_deitsmall16_pretrain.pth"), "--out", str(out), "--onnx"]) == 0
+    info = json.loads((out / "config.json").read_text())
+    assert info["source_kind"] == "dino-official" and info["timm_kwargs"]["depth"] == 12
+    assert info["timm_kwargs"]["num_heads"] == 6 and info["pretrained_cfg"]["input_size"] == [3, 224, 224]
+    diff = onnx_vs_torch(out / "model.onnx", vit, 3, 224)
+    print(f"official DINO ViT-S/16 at 224 px: onnxruntime vs torch max abs diff {diff:.3g}")
+
+
+def test_onnx_export_of_an_official_training_checkpoint_at_another_size(tmp_path):
+    """DINO's checkpoint.pth layout at 48 px (a 6 x 6 grid from the 4 x 4 of 32 px): the graph adds the
+    position embeddings of the reference code's interpolation, which the tracer cannot follow itself."""
+    vit = official_vit()
     with torch.no_grad():
-        ref = load_backbone(out)(x).numpy()
-    got = session.run(None, {"images": x.numpy()})[0]
-    assert got.shape == ref.shape and np.abs(got - ref).max() < 1e-4
+        vit.pos_embed.normal_(std=0.5)  # a pronounced embedding, so the interpolation shows
+    teacher = {f"backbone.{k}": v for k, v in vit.state_dict().items()}
+    torch.save({"teacher": teacher, "student": {f"module.{k}": v for k, v in teacher.items()}, "epoch": 3},
+               tmp_path / "checkpoint.pth")
+    out = tmp_path / "export"
+    assert main(["export", str(tmp_path / "checkpoint.pth"), "--out", str(out), "--onnx", "--onnx-size", "48"]) == 0
+    dino_way = resolve(tmp_path / "checkpoint.pth").build()
+    diff = onnx_vs_torch(out / "model.onnx", dino_way, 3, 48)
+    timm_way = load_backbone(out)  # the export folder alone resamples the timm way: another function
+    x = torch.randn(2, 3, 48, 48)
+    with torch.no_grad():
+        assert (timm_way(x) - dino_way(x)).abs().max() > 1e-3
+    print(f"official DINO checkpoint at 48 px: onnxruntime vs torch max abs diff {diff:.3g}")
+
+
+@pytest.mark.parametrize("missing", ["onnx", "onnxruntime"])
+def test_onnx_export_without_the_packages_is_one_line(tmp_path, capfd, monkeypatch, missing):
+    ckpt_path = dinolite_checkpoint(tmp_path / "ckpt.pt")
+    monkeypatch.setitem(sys.modules, missing, None)  # "import onnxruntime" now raises ImportError
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt_path), "--out", str(out), "--onnx"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert err == ("dinolite: error: --onnx needs the onnx and onnxruntime packages: "
+                   "pip install 'dinolite[onnx]'"), err
+    assert not out.exists()
+
+
+def _exporter_crash(monkeypatch) -> None:
+    """torch.onnx.export writes part of a file, then fails with a multi-line error."""
+    def crash(model, args, path, **kw):
+        with open(path, "wb") as f:
+            f.write(b"partial graph")
+        raise RuntimeError("ONNX export failed: Couldn't export Python operator FancyOp\nmore details")
+
+    monkeypatch.setattr(torch.onnx, "export", crash)
+
+
+@pytest.mark.parametrize("case,args,words", [pytest.param(*case, id=case[0]) for case in [
+    # timm's own resampling of the position embeddings traced as it is: a real ONNX conversion failure
+    ("unconvertible", ["--onnx-size", "42"], "aten::_upsample_bicubic2d_aa"),
+    ("crash", [], "Couldn't export Python operator FancyOp"),
+    ("too-small", ["--onnx-size", "3"], "cannot run on a 1 x 3 x 3 input"),
+    ("registers", ["--pos-interp", "dino"], "--pos-interp dino applies to ViTs with a class token and no register"),
+    ("size-zero", ["--onnx-size", "0"], "--onnx-size must be a positive number"),
+]])
+def test_onnx_export_that_fails_writes_nothing(tmp_path, capfd, monkeypatch, case, args, words):
+    """A graph that cannot be traced or converted, a size the model cannot take, options that do not apply:
+    one line, exit 2, no --out folder (not even the safetensors and JSON, which used to be written first), and
+    not the hundreds of lines of TorchScript graph that torch prints when a conversion fails."""
+    import dinolite.export
+
+    ckpt_path = dinolite_checkpoint(tmp_path / "ckpt.pt", reg_tokens=4 if case == "registers" else None)
+    if case == "unconvertible":
+        monkeypatch.setattr(dinolite.export, "_bake_position_embeddings", lambda model, example: model)
+    elif case == "crash":
+        _exporter_crash(monkeypatch)
+    out = tmp_path / "new" / "export"
+    assert main(["export", str(ckpt_path), "--out", str(out), "--onnx", *args]) == 2
+    captured = capfd.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and words in err, err
+    assert captured.out == "" and not (tmp_path / "new").exists()
+
+
+def test_onnx_export_into_an_existing_export_adds_only_the_graph(tmp_path, capfd):
+    """--onnx into a folder that holds the same export adds model.onnx; the same graph again is a no-op (the
+    export is deterministic); another graph (here another size) is refused and the old one kept."""
+    ckpt_path = dinolite_checkpoint(tmp_path / "ckpt.pt")
+    out = tmp_path / "export"
+    assert main(["export", str(ckpt_path), "--out", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["export", str(ckpt_path), "--out", str(out), "--onnx"]) == 0  # the same export, plus the graph
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "model.onnx"} == before
+    graph = (out / "model.onnx").read_bytes()
+    assert main(["export", str(ckpt_path), "--out", str(out), "--onnx"]) == 0  # the same graph again: a no-op
+    capfd.readouterr()
+    assert main(["export", str(ckpt_path), "--out", str(out), "--onnx", "--onnx-size", "42"]) == 2
+    err = capfd.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "already holds another ONNX graph" in err, err
+    assert (out / "model.onnx").read_bytes() == graph
 
 
 # ---- official DINO checkpoints ------------------------------------------------------------------
@@ -117,7 +291,8 @@ def test_official_checkpoint_that_does_not_fit_lists_missing_and_unexpected_keys
     del state["blocks.1.norm1.weight"]
     state["blocks.1.extra.weight"] = torch.zeros(3)
     torch.save({"teacher": {f"backbone.{k}": v for k, v in state.items()}}, tmp_path / "bad.pth")
-    with pytest.raises(UserError, match=r"missing keys: blocks\.1\.norm1\.weight; unexpected keys: blocks\.1\.extra\.weight"):
+    keys = r"missing keys: blocks\.1\.norm1\.weight; unexpected keys: blocks\.1\.extra\.weight"
+    with pytest.raises(UserError, match=keys):
         load_backbone(tmp_path / "bad.pth")
 
 

@@ -8,15 +8,11 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     from .. import STARTED
-    from ..config import load_config
-    from ..errors import UserError
+    from ..config import load_distill_config
     from ..train import pretrain
 
     overrides = list(args.overrides) + ([f"distill.teacher={args.teacher}"] if args.teacher else [])
-    cfg = load_config(args.config, overrides)
-    if not cfg.distill.teacher:
-        raise UserError("dinolite distill needs a teacher: pass --teacher RUN_OR_CHECKPOINT (or distill.teacher=...)")
-    pretrain(cfg, progress=not args.no_progress, started=STARTED)
+    pretrain(load_distill_config(args.config, overrides), progress=not args.no_progress, started=STARTED)
     return 0
 
 
