@@ -72,6 +72,35 @@ def animal_shape_folder(out: Path, train_per_class: int = 800) -> Path:
     return out
 
 
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    """An idx file (gzip): magic 0, 0, 0x08 (uint8), ndim, big-endian dims, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
+    with gzip.open(path, "wb") as f:
+        f.write(header + np.ascontiguousarray(array, dtype=np.uint8).tobytes())
+
+
+def animal_shape_idx(out: Path, train_per_class: int = 800) -> Path:
+    """Animal-Shape as one-channel idx files in Fashion-MNIST's layout (``data.source=fashion_mnist
+    data.root=out``), with the same train/test split as :func:`animal_shape_folder`: a one-channel model
+    (the quickstart's) continues on it as it is. Written once; returns ``out``."""
+    done = out / ".complete"
+    if done.is_file():
+        return out
+    images, labels = load_animal_shape()
+    split = {"train": [], "t10k": []}
+    for c in range(len(ANIMAL_CLASSES)):
+        idx = np.flatnonzero(labels == c)
+        split["train"].append(idx[:train_per_class])
+        split["t10k"].append(idx[train_per_class:])
+    out.mkdir(parents=True, exist_ok=True)
+    for prefix, parts in split.items():
+        order = np.random.default_rng(0).permutation(np.concatenate(parts))  # classes mixed, as in Fashion-MNIST
+        _write_idx(out / f"{prefix}-images-idx3-ubyte.gz", images[order])
+        _write_idx(out / f"{prefix}-labels-idx1-ubyte.gz", labels[order].astype(np.uint8))
+    done.write_text("ok\n")
+    return out
+
+
 if __name__ == "__main__":
     import sys
 

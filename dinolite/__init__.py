@@ -24,9 +24,11 @@ _API = {
     "block_mask": "masking", "sample_masks": "masking",
     "cosine": "schedules", "teacher_temperature": "schedules", "scaled_lr": "schedules",
     "knn_accuracy": "eval.knn", "knn_accuracies": "eval.knn",
-    "DINOMethod": "dino", "Schedule": "dino", "DINOTrainer": "loop", "pretrain": "train", "Pretrainer": "train",
+    "DINOMethod": "dino", "Schedule": "dino", "DistillMethod": "distill", "load_teacher": "distill",
+    "DINOTrainer": "loop", "pretrain": "train", "Pretrainer": "train",
     "FashionMNIST": "data.fashion_mnist", "ImageFolder": "data.folder",
     "export_backbone": "export", "resolve": "weights",
+    "embed": "eval.embed",
 }
 
 __all__ = ["__version__", "load_backbone", *_API]

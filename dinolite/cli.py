@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .commands import attention, export, finetune, knn, linear, plot, pretrain, shards
+from .commands import attention, distill, embed, export, finetune, knn, linear, plot, pretrain, shards
 from .errors import TrainingDiverged, UserError, one_line
 from .files import WriteFailed
 
 # each module registers its own subcommand
-COMMANDS = [pretrain, shards, knn, linear, export, attention, plot, finetune]
+COMMANDS = [pretrain, distill, shards, knn, linear, embed, export, attention, plot, finetune]
 
 
 def build_parser() -> argparse.ArgumentParser:

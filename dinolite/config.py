@@ -327,6 +327,14 @@ def command_line_length(cfg: Config, overrides: list[str] | None) -> str:
     return f"run length: {length} from the command line (the recipe's {' and '.join(dropped)} {verb} not used)"
 
 
+def load_distill_config(config: str | None = None, overrides: list[str] | None = None, **kw) -> Config:
+    """A distillation recipe (default: distill_fmnist) with its overrides; one naming no teacher is refused."""
+    cfg = load_config(config or "distill_fmnist", overrides, **kw)
+    if not cfg.distill.teacher:
+        raise UserError("dinolite distill needs a teacher: pass --teacher RUN_OR_CHECKPOINT (or distill.teacher=...)")
+    return cfg
+
+
 def validate(cfg: Config) -> None:
     """Every key's range, and what types alone cannot express; each failure names the key and the fix.
 

@@ -23,7 +23,7 @@ from .distill import DistillMethod
 from .distributed import DistInfo, check_shared_dir, cleanup
 from .engine.checkpoint import list_checkpoints
 from .engine.loop import Engine, StepOut
-from .engine.rundir import RunDir, open_run_dir
+from .engine.rundir import RunDir, check_run_dir, open_run_dir
 from .engine.runtime import per_rank_batch, run_threads, start
 from .errors import UserError
 from .eval.pretraining import RunEvaluation, knn_line
@@ -58,8 +58,9 @@ SCHEDULE = ("optim.epochs", "optim.total_steps", "optim.batch_size")
 
 
 class Pretrainer:
-    """One DINO pretraining run as a task of the run engine (``engine.loop``): the data, the method
-    (``dino.DINOMethod``, which owns the models and the step), the time budget and the evaluation."""
+    """One pretraining run as a task of the run engine (``engine.loop``): the data, the method (DINO's
+    ``dino.DINOMethod``, or ``distill.DistillMethod`` when ``distill.teacher`` is set; the method owns the models
+    and the step), the time budget and the evaluation of what the method trains."""
 
     def __init__(self, cfg: Config, dist_info: DistInfo | None = None, progress: bool = True):
         self.cfg = cfg  # cfg.train.threads is applied by pretrain(), which gives the caller's setting back
@@ -67,6 +68,10 @@ class Pretrainer:
         self.global_batch = cfg.optim.batch_size
         self.batch = per_rank_batch(self.global_batch, self.dist.world)
         self.progress = progress and self.dist.is_main
+        # The run directory's checks first (another recipe, a resume that changes the model), then the parts;
+        # nothing is written until the data, the method and model.init have been read without error.
+        _adopt_budget_plan(cfg)
+        check_run_dir(cfg, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
         self.source = build_source(cfg.data, "train")
         check_channels(cfg, self.source)
         if len(self.source) < self.global_batch:

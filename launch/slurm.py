@@ -151,6 +151,7 @@ def submit(argv: list[str] | None = None):
         raise UserError(f"--tasks-per-node {tasks} with --gpus-per-node {args.gpus_per_node}: "
                         f"dinolite runs one process per GPU; drop --tasks-per-node")
     cfg = kind.load(args.config, args.overrides)  # the command's own loader: its checks, its default run directory
+    note = _typed_run_length(kind_name, cfg, args.overrides)
     absolute_paths(kind, cfg)  # the nodes may start in another directory
     check_weights(kind, cfg)
     world = args.nodes * tasks
@@ -183,7 +184,19 @@ def submit(argv: list[str] | None = None):
               "stderr": str(job.paths.stderr).replace("%t", "0"), "argv": sys.argv[1:] if argv is None else list(argv)}
     with open(run_dir / "slurm_jobs.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
+    if note:
+        print(note, flush=True)
     return job
+
+
+def _typed_run_length(kind_name: str, cfg: Any, overrides: list[str]) -> str:
+    """As ``dinolite pretrain`` does: a typed optim.epochs / optim.total_steps replaces the recipe's time budget
+    in the config the job gets (a typed budget beside a typed length is refused here, before anything is
+    written or queued); returns the note saying so ("" when the recipe's length stands). Fine-tuning has no
+    time budget: its length is always its recipe's and overrides' optim.epochs; distillation follows pretraining."""
+    from dinolite.config import command_line_length
+
+    return command_line_length(cfg, overrides) if kind_name in ("pretrain", "distill") else ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -176,3 +176,99 @@ def test_both_tasks_train_sections_hold_every_engine_setting():
             load(["train.keep_checkpoints=0"])
     with pytest.raises(UserError, match="budget_minutes"):  # pretraining's own keys stay its own
         loads[1](["train.budget_minutes=5"])
+
+
+# ---- what the user types wins: a typed run length over the recipe's time budget (issue 24, item 4) --------
+
+def test_a_typed_length_replaces_the_recipes_budget_and_says_so():
+    from dinolite.config import command_line_length
+
+    assert load_config(None, ["optim.epochs=10"]).train.budget_minutes == 10  # merged as given, without the rule
+    cfg = load_config(None, ["optim.epochs=10"], command_line=True)
+    assert (cfg.train.budget_minutes, cfg.optim.epochs, cfg.optim.total_steps) == (0, 10, None)
+    cfg = load_config(None, ["optim.total_steps=500"], command_line=True)
+    assert (cfg.train.budget_minutes, cfg.optim.total_steps) == (0, 500)
+    cfg = load_config(None, ["optim={epochs: 3, batch_size: 64}"], command_line=True)  # a mapping sets its keys
+    assert (cfg.train.budget_minutes, cfg.optim.epochs) == (0, 3)
+    typed = ["optim.epochs=10", "train.output_dir=runs/x"]
+    cfg = load_config(None, typed)
+    note = command_line_length(cfg, typed)
+    assert note == ("run length: optim.epochs=10 from the command line "
+                    "(the recipe's train.budget_minutes=10 is not used)") and cfg.train.budget_minutes == 0
+
+
+def test_a_typed_epoch_count_also_replaces_a_recipes_step_count(tmp_path):
+    from dinolite.config import command_line_length
+
+    recipe = tmp_path / "steps.yaml"
+    recipe.write_text("data: {source: fashion_mnist, root: /usr/share/datasets/fashion-mnist}\n"
+                      "optim: {total_steps: 300}\ntrain: {budget_minutes: 5}\n")
+    cfg = load_config(str(recipe), ["optim.epochs=2"])
+    assert cfg.optim.total_steps == 300 and cfg.train.budget_minutes == 5  # merged as given: the recipe's win
+    note = command_line_length(cfg, ["optim.epochs=2"])
+    assert (cfg.optim.total_steps, cfg.optim.epochs, cfg.train.budget_minutes) == (None, 2, 0)
+    assert "train.budget_minutes=5 and optim.total_steps=300 are not used" in note
+
+
+@pytest.mark.parametrize("typed", [[], ["train.budget_minutes=3"], ["train.budget_minutes=0", "optim.epochs=2"],
+                                   ["optim.total_steps=null", "train.budget_minutes=3"], ["optim.lr=0.001"]])
+def test_the_recipes_length_stands_when_no_length_is_typed_against_it(typed):
+    """No typed length, a typed budget alone, a typed length beside a typed budget of 0, or a step count typed
+    away (null): nothing to replace and nothing to say. A resumed budget run passes the same overrides, so it
+    still plans by its budget (and adopts its saved step count: tests/test_budget.py)."""
+    from dinolite.config import command_line_length
+
+    plain = load_config(None, typed)
+    cfg = load_config(None, typed)
+    assert command_line_length(cfg, typed) == "" and cfg == plain
+
+
+@pytest.mark.parametrize("typed", [["train.budget_minutes=5", "optim.epochs=3"],
+                                   ["optim.total_steps=100", "train.budget_minutes=0.5"],
+                                   ["train={budget_minutes: 5}", "optim={total_steps: 100}"]])
+def test_a_typed_budget_beside_a_typed_length_is_one_line(typed):
+    with pytest.raises(UserError) as err:
+        load_config(None, typed, command_line=True)
+    msg = str(err.value)
+    assert "\n" not in msg and "train.budget_minutes=" in msg and "keep one" in msg
+    assert ("optim.epochs=3" in msg) != ("optim.total_steps=100" in msg)
+
+
+def test_every_entry_point_refuses_a_budget_beside_a_length_before_writing(capsys, tmp_path):
+    """The CLI and the SLURM launcher: exit 2, one line naming both keys, no run directory; DINOTrainer: the error."""
+    from dinolite.loop import DINOTrainer
+    from launch.slurm import main as slurm_main
+
+    run = tmp_path / "run"
+    code, err = run_cli(capsys, f"train.output_dir={run}", "train.budget_minutes=5", "optim.epochs=3")
+    assert code == 2 and len(err.splitlines()) == 1 and "train.budget_minutes=5 and optim.epochs=3" in err
+    assert slurm_main(["--local", f"train.output_dir={run}", "optim.total_steps=9", "train.budget_minutes=5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "optim.total_steps=9" in err and "keep one" in err
+    assert not run.exists()
+    with pytest.raises(UserError, match="keep one"):
+        DINOTrainer("quickstart", ["optim.total_steps=9", "train.budget_minutes=5"], in_chans=1, device="cpu")
+    trainer = DINOTrainer("quickstart", ["optim.total_steps=9", "model.depth=1"], in_chans=1, device="cpu")
+    assert trainer.cfg.train.budget_minutes == 0 and trainer.cfg.optim.total_steps == 9
+
+
+def test_the_cli_runs_the_typed_length_says_so_and_resumes_it(capsys, tmp_path):
+    """`dinolite pretrain optim.epochs=2 ...` on the quickstart (10-minute budget): the note first, then the
+    epochs' steps; the same command line resumes the run to the same length."""
+    from omegaconf import OmegaConf
+
+    run = tmp_path / "run"
+    typed = [o for o in tiny_overrides(run, **{"data.subset": 64, "eval.knn_at_end": False})
+             if not o.startswith("train.budget_minutes=")]  # the quickstart's budget, not typed
+    assert "optim.epochs=2" in typed and load_config(None, typed).train.budget_minutes == 10
+    assert main(["pretrain", "--no-progress", *typed, "train.stop_after_steps=2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == ("run length: optim.epochs=2 from the command line "
+                      "(the recipe's train.budget_minutes=10 is not used)")
+    assert not any(line.startswith("time budget") for line in out)
+    assert any(line.startswith("training 4 steps") for line in out), out  # 2 epochs of 64 images, batch 32
+    saved = OmegaConf.load(run / "config.yaml")
+    assert saved.train.budget_minutes == 0 and saved.optim.epochs == 2
+    assert main(["pretrain", "--no-progress", *typed]) == 0
+    out = capsys.readouterr().out
+    assert "resumed at step 2" in out and "finished at step 4/4" in out

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import timm
@@ -26,11 +28,26 @@ VARIANTS = {
 }
 
 
-@pytest.fixture(scope="module", params=list(VARIANTS))
-def option_run(request, tmp_path_factory):
-    run = tmp_path_factory.mktemp(request.param) / "run"
-    assert main(["pretrain", "--no-progress", *tiny_overrides(run, **VARIANTS[request.param])]) == 0
-    return request.param, run
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Callable[[str], Path]:
+    """The tiny pretraining run of a variant, made on first use and shared by the module's tests: a test that
+    applies to some variants only asks for those (no case is generated for the others), and each run is made
+    once whichever tests ask for it."""
+    made: dict[str, Path] = {}
+
+    def run_of(name: str) -> Path:
+        if name not in made:
+            run = tmp_path_factory.mktemp(name) / "run"
+            assert main(["pretrain", "--no-progress", *tiny_overrides(run, **VARIANTS[name])]) == 0
+            made[name] = run
+        return made[name]
+
+    return run_of
+
+
+@pytest.fixture(params=list(VARIANTS))
+def option_run(request, runs):
+    return request.param, runs(request.param)
 
 
 def test_option_pretrains_and_scores(option_run, capsys):
@@ -65,25 +82,27 @@ def test_option_exports_to_plain_timm(option_run, tmp_path):
         assert model.num_prefix_tokens == 3
 
 
-def test_attention_maps_skip_registers_and_need_a_vit(option_run, tmp_path, capsys):
-    name, run = option_run
-    if name not in ("registers", "resnet"):
-        return
+def attention(run: Path, tmp_path: Path) -> int:
+    """``dinolite attention`` of ``run`` on a random 28-pixel image; its exit code."""
     image = tmp_path / "x.png"
     Image.fromarray((torch.rand(28, 28) * 255).byte().numpy()).save(image)
-    code = main(["attention", str(run), str(image), "--out", str(tmp_path / "a.png")])
-    out = capsys.readouterr()
-    if name == "registers":  # 2 heads over the 4 x 4 patches: the CLS and the 2 registers are not in the map
-        assert code == 0 and "2 heads (4x4 patches)" in out.out
-    else:
-        assert code == 2 and (tmp_path / "a.png").exists() is False
-        assert len(out.err.strip().splitlines()) == 1 and "need a ViT" in out.err
+    return main(["attention", str(run), str(image), "--out", str(tmp_path / "a.png")])
 
 
-def test_cnn_linear_probe_and_finetuning(option_run, tmp_path, capsys):
-    name, run = option_run
-    if name != "resnet":
-        return
+def test_attention_maps_leave_the_registers_out(runs, tmp_path, capsys):
+    """2 heads over the 4 x 4 patches: the CLS and the 2 registers are not in the map."""
+    assert attention(runs("registers"), tmp_path) == 0
+    assert "2 heads (4x4 patches)" in capsys.readouterr().out
+
+
+def test_attention_maps_need_a_vit(runs, tmp_path, capsys):
+    assert attention(runs("resnet"), tmp_path) == 2 and not (tmp_path / "a.png").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "need a ViT" in err[0]
+
+
+def test_cnn_linear_probe_and_finetuning(runs, tmp_path, capsys):
+    run = runs("resnet")
     assert main(["linear", str(run), "--mode", "fast", "--epochs", "2"]) == 0
     assert "pooled features" in capsys.readouterr().out
     from tests.finetune.helpers import ft_overrides
@@ -107,6 +126,7 @@ def test_resume_with_ibot_switched_is_one_line(tmp_path, capsys):
 def test_the_monitor_reads_the_centred_softmax_under_sinkhorn_knopp(tmp_path, monkeypatch):
     """Sinkhorn-Knopp targets have a uniform mean by construction (KL 0 once balanced), which the monitor would
     read as a uniform collapse (the options benchmark showed it); its statistics come from the centred softmax."""
+    import dinolite.dino as dino
     import dinolite.train as train
     from dinolite.loss import teacher_stats
     from tests.helpers import tiny_config
@@ -117,7 +137,7 @@ def test_the_monitor_reads_the_centred_softmax_under_sinkhorn_knopp(tmp_path, mo
         calls.append((args[3:], kwargs))
         return teacher_stats(*args, **kwargs)
 
-    monkeypatch.setattr(train, "teacher_stats", spy)
+    monkeypatch.setattr(dino, "teacher_stats", spy)  # DINOMethod.log_figures, the monitor's input
     cfg = tiny_config(tmp_path, **{"loss.centering": "sinkhorn_knopp", "optim.epochs": 1, "eval.knn_at_end": False})
     train.pretrain(cfg, progress=False)
     assert len(calls) == 4 and all(extra == () and kwargs.get("centering", "center") == "center" for extra, kwargs in calls)

@@ -11,78 +11,24 @@ shortcuts (``fashion_mnist[:ROOT]``, a shard directory, an image folder root). T
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import torch
-from omegaconf import OmegaConf
 
-from ..augment import EvalTransform
-from ..config import Config, as_dict, validate
-from ..distributed import init_from_env
-from ..engine.runtime import resolve_device
 from ..errors import UserError
-from ..overrides import apply as apply_overrides
-from ..overrides import data_items
-from ..weights import BackboneSpec, resolve
-
-SECTIONS = ("data", "eval", "augment")  # what --data may set on top of the weights' settings
-
-
-def eval_config(base: Config | None, items: list[str]) -> Config:
-    """``base`` (or the defaults) with ``--data`` items merged, type-checked like any override."""
-    cfg = OmegaConf.structured(base if base is not None else Config())
-    cfg = apply_overrides(cfg, data_items(items, Config), "--data item", "dinolite/config.py",
-                          "root=/data/imagenet", SECTIONS)
-    out = cast(Config, OmegaConf.to_object(cfg))
-    validate(out)
-    return out
-
-
-@dataclass
-class EvalSetup:
-    """Weights, config, device, transform and cache folder of one evaluation command."""
-
-    spec: BackboneSpec
-    cfg: Config
-    device: torch.device
-    backbone: torch.nn.Module
-    transform: EvalTransform
-    cache_dir: Path | None
-    progress: bool
-    key: str
-    is_main: bool = True  # rank 0 (or the only process) prints and writes; every rank extracts features
-
-    def cache_spec(self, split: str, kind: str, n: int) -> dict:
-        """Everything besides the weights that determines the features of ``split``."""
-        data = as_dict(self.cfg.data)
-        data.pop("num_workers", None)
-        e, a = self.cfg.eval, self.cfg.augment
-        return {"split": split, "kind": kind, "n": n, "data": data, "key": self.key, "image_size": e.image_size,
-                "crop_ratio": e.crop_ratio, "mean": list(a.mean), "std": list(a.std)}
+from ..eval.features import EvalSetup, open_eval, open_split
+from ..eval.features import eval_config as eval_config  # re-exported: callers and tests read --data items here
 
 
 def setup(args: argparse.Namespace) -> EvalSetup:
-    spec = resolve(args.target, args.checkpoint_key)
-    if getattr(args, "pos_interp", "auto") != "auto":
-        spec.pos_interp = args.pos_interp
-    cfg = eval_config(spec.config, getattr(args, "data", []))
-    device = resolve_device(args.device, "--device")
-    info = init_from_env(device.type)  # under torchrun/srun the feature extraction is split over the ranks
-    backbone = spec.build().to(device)
-    in_chans = spec.kwargs.get("in_chans", 3)
-    if len(cfg.augment.mean) != in_chans:
-        raise UserError(f"the backbone takes {in_chans} channel(s) but augment.mean has {len(cfg.augment.mean)} "
-                        f"value(s): pass --data augment.mean=[...] augment.std=[...] with {in_chans} value(s)")
-    transform = EvalTransform(cfg.eval.image_size, cfg.eval.crop_ratio, cfg.augment.mean, cfg.augment.std).to(device)
+    """``open_eval`` of the command's target, ``--data`` items, device and options, plus the feature cache folder."""
     cache_dir = None
     if not getattr(args, "no_cache", True):
         target = Path(args.target)
         default = (target if target.is_dir() else target.parent) / "features"
         cache_dir = Path(args.cache_dir) if args.cache_dir else default
-    progress = not getattr(args, "no_progress", False) and info.is_main
-    return EvalSetup(spec, cfg, device, backbone, transform, cache_dir, progress, args.checkpoint_key, info.is_main)
+    return open_eval(args.target, args.checkpoint_key, getattr(args, "data", []), args.device,
+                     getattr(args, "pos_interp", "auto"), not getattr(args, "no_progress", False), cache_dir)
 
 
 def features(s: EvalSetup, split: str, model: torch.nn.Module | None = None, kind: str = "cls", subset: int = 0):
@@ -90,14 +36,10 @@ def features(s: EvalSetup, split: str, model: torch.nn.Module | None = None, kin
 
     ``subset`` > 0 keeps that many images spread evenly over the split (the online k-NN's subset).
     """
-    from ..data import build_source
     from ..eval.cache import cache_path, cached_features
     from ..eval.features import extract_features
 
-    source = build_source(s.cfg.data, split)
-    if source.channels != len(s.cfg.augment.mean):
-        raise UserError(f"the {split} images have {source.channels} channel(s) but augment.mean has "
-                        f"{len(s.cfg.augment.mean)} value(s): set --data augment.mean=[...] augment.std=[...]")
+    source = open_split(s, split)
     indices = None
     if subset:
         if not hasattr(source, "__getitem__"):

@@ -57,10 +57,10 @@ def _listing(changes: dict[str, list]) -> str:
     return ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changes.items())
 
 
-def open_run_dir(cfg, is_main: bool, identity: tuple[str, ...] = ("recipe",), fixed: tuple[str, ...] = (),
-                 schedule: tuple[str, ...] = ()) -> RunDir:
-    """Create ``cfg.train.output_dir``, refuse one that holds another run or a resume that changes its
-    ``fixed`` keys (or, without the opt-in, its ``schedule`` keys), then save the resolved config.
+def check_run_dir(cfg, identity: tuple[str, ...] = ("recipe",), fixed: tuple[str, ...] = (),
+                  schedule: tuple[str, ...] = ()) -> dict[str, list]:
+    """Refuse a ``cfg.train.output_dir`` that holds another run or a resume that changes its ``fixed`` keys
+    (or, without the opt-in, its ``schedule`` keys); writes nothing. Returns the accepted schedule changes.
 
     ``identity`` keys name the run (another value: another run). ``fixed`` and ``schedule`` are only
     compared when the directory holds checkpoints (a run that never saved one may start afresh).
@@ -84,7 +84,15 @@ def open_run_dir(cfg, is_main: bool, identity: tuple[str, ...] = ("recipe",), fi
                 raise UserError(f"resuming {run_dir} with another schedule length ({_listing(accepted)}) would bend "
                                 f"its schedules mid-run: pass train.resume_schedule_change=true to accept it, or "
                                 f"resume with the values of its {CONFIG}")
+    return accepted
+
+
+def open_run_dir(cfg, is_main: bool, identity: tuple[str, ...] = ("recipe",), fixed: tuple[str, ...] = (),
+                 schedule: tuple[str, ...] = ()) -> RunDir:
+    """:func:`check_run_dir`, then create ``cfg.train.output_dir`` and save the resolved config (rank 0)."""
+    accepted = check_run_dir(cfg, identity, fixed, schedule)
+    run_dir = Path(cfg.train.output_dir)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, saved)
+        save_config(cfg, run_dir / CONFIG)
     return RunDir(run_dir, accepted)

@@ -1,22 +1,130 @@
-"""CLS features of a frozen backbone over a whole image source."""
+"""CLS features of a frozen backbone over a whole image source, and what every command that extracts them
+shares: the weights, the data and evaluation-view settings (``--data``), the device and the transform
+(:func:`open_eval`), the split's source (:func:`open_split`), one batch's features (:func:`batch_features`)
+and each rank's share of a split (:func:`rank_rows`). ``dinolite knn``, ``dinolite linear`` and
+``dinolite embed`` all go through these, so the same weights and data give the same features in each.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
+from omegaconf import OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from ..augment import EvalTransform
+from ..config import Config, as_dict, validate
 from ..data import Source, eval_batches
+from ..errors import UserError
+from ..overrides import apply as apply_overrides
+from ..overrides import data_items
+from ..weights import BackboneSpec
+
+SECTIONS = ("data", "eval", "augment")  # what --data may set on top of the weights' settings
 
 
-def _world() -> tuple[int, int]:
+def eval_config(base: Config | None, items: Sequence[str]) -> Config:
+    """``base`` (or the defaults) with ``--data`` items merged, type-checked like any override."""
+    cfg = OmegaConf.structured(base if base is not None else Config())
+    cfg = apply_overrides(cfg, data_items(list(items), Config), "--data item", "dinolite/config.py",
+                          "root=/data/imagenet", SECTIONS)
+    out = cast(Config, OmegaConf.to_object(cfg))
+    validate(out)
+    return out
+
+
+@dataclass
+class EvalSetup:
+    """Weights, config, device, transform and cache folder of one evaluation command."""
+
+    spec: BackboneSpec
+    cfg: Config
+    device: torch.device
+    backbone: torch.nn.Module
+    transform: EvalTransform
+    cache_dir: Path | None
+    progress: bool
+    key: str
+    is_main: bool = True  # rank 0 (or the only process) prints and writes; every rank extracts features
+
+    def cache_spec(self, split: str, kind: str, n: int) -> dict:
+        """Everything besides the weights that determines the features of ``split``."""
+        data = as_dict(self.cfg.data)
+        data.pop("num_workers", None)
+        e, a = self.cfg.eval, self.cfg.augment
+        return {"split": split, "kind": kind, "n": n, "data": data, "key": self.key, "image_size": e.image_size,
+                "crop_ratio": e.crop_ratio, "mean": list(a.mean), "std": list(a.std)}
+
+
+def open_eval(target: str | Path, checkpoint_key: str = "teacher", items: Sequence[str] = (), device: str = "auto",
+              pos_interp: str = "auto", progress: bool = True, cache_dir: Path | None = None) -> EvalSetup:
+    """The backbone of ``target`` (anything ``dinolite.weights.resolve`` reads) on ``device``, with its run's data
+    and evaluation view under the ``--data`` ``items``. Under torchrun/srun it joins the process group, so the
+    feature extraction can be split over the ranks. Bad weights, items or devices raise a one-line UserError
+    before anything is computed."""
+    from ..distributed import init_from_env
+    from ..engine.runtime import resolve_device
+    from ..weights import resolve
+
+    spec = resolve(target, checkpoint_key)
+    if pos_interp != "auto":
+        spec.pos_interp = pos_interp
+    cfg = eval_config(spec.config, items)
+    dev = resolve_device(device, "--device")
+    info = init_from_env(dev.type)
+    backbone = spec.build().to(dev)
+    in_chans = spec.kwargs.get("in_chans", 3)
+    if len(cfg.augment.mean) != in_chans:
+        raise UserError(f"the backbone takes {in_chans} channel(s) but augment.mean has {len(cfg.augment.mean)} "
+                        f"value(s): pass --data augment.mean=[...] augment.std=[...] with {in_chans} value(s)")
+    transform = EvalTransform(cfg.eval.image_size, cfg.eval.crop_ratio, cfg.augment.mean, cfg.augment.std).to(dev)
+    return EvalSetup(spec, cfg, dev, backbone, transform, cache_dir, progress and info.is_main, checkpoint_key,
+                     info.is_main)
+
+
+def open_split(s: EvalSetup, split: str) -> Source:
+    """The configured source of ``split`` ("train" or "test"), checked against the normalisation's channels."""
+    from ..data import build_source
+
+    source = build_source(s.cfg.data, split)
+    if source.channels != len(s.cfg.augment.mean):
+        raise UserError(f"the {split} images have {source.channels} channel(s) but augment.mean has "
+                        f"{len(s.cfg.augment.mean)} value(s): set --data augment.mean=[...] augment.std=[...]")
+    return source
+
+
+def rank_and_world() -> tuple[int, int]:
+    """``(rank, world size)`` of the process group, ``(0, 1)`` without one."""
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def rank_rows(n: int, rank: int, world: int, align: int = 1) -> tuple[range, int]:
+    """Rank ``rank``'s contiguous share of ``n`` rows and the share size (the last rank's may be shorter).
+
+    With ``align`` = the batch size every share but the last is whole batches, so each rank's batches are
+    exactly the batches one process would make (the same images together, hence the same features).
+    """
+    batches = -(-n // align)
+    chunk = -(-batches // world) * align
+    return range(min(rank * chunk, n), min((rank + 1) * chunk, n)), chunk
+
+
+@torch.no_grad()
+def batch_features(backbone: nn.Module, transform: EvalTransform, images: Tensor, hw: Tensor,
+                   device: torch.device) -> Tensor:
+    """float32 features ``[B, D]`` of one ``(images, hw)`` batch: the evaluation view, then the backbone
+    (bf16 autocast on CUDA). The one forward of every feature extraction."""
+    x = transform(images.to(device, non_blocking=True), hw)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return backbone(x).float()
 
 
 def _gather_in_order(part: Tensor, total: int, chunk: int) -> Tensor:
@@ -42,22 +150,18 @@ def extract_features(backbone: nn.Module, source: Source, transform: EvalTransfo
     by every rank. Given ``indices`` (a fixed subset, e.g. the online k-NN's), every rank reads
     just those, on its own, with no collective.
     """
-    rank, world = _world()
+    rank, world = rank_and_world()
     split = indices is None and world > 1 and hasattr(source, "__getitem__") and hasattr(source, "__len__")
     if split:
-        chunk = -(-len(source) // world)
-        indices = range(min(rank * chunk, len(source)), min((rank + 1) * chunk, len(source)))
+        indices, chunk = rank_rows(len(source), rank, world)
     was_training = backbone.training
     backbone.eval()
     feats, labels = [], []
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
     loader = eval_batches(source, batch_size, num_workers, pin_memory=device.type == "cuda", indices=indices)
     count = len(indices) if indices is not None else len(source)  # shard sets know their size from the manifest
     total = -(-count // batch_size)
     for images, hw, y in tqdm(loader, desc=desc, total=total, disable=not progress or rank > 0, leave=False):
-        x = transform(images.to(device, non_blocking=True), hw)
-        with autocast:
-            feats.append(backbone(x).float())
+        feats.append(batch_features(backbone, transform, images, hw, device))
         labels.append(y.to(device))
     backbone.train(was_training)
     if not split:
