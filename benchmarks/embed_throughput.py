@@ -53,6 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--split", default="train", choices=["train", "test"])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--json", default=str(RESULTS / "embed_throughput-cpu.json"))
+    p.add_argument("--note", default="", help="what else ran on the machine, kept in the JSON")
     args = p.parse_args(argv)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
@@ -81,7 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
               "embed_over_knn": round(embed_rate / knn_rate, 3),
               "load_average_before": [round(x, 2) for x in load_before],
               "load_average_after": [round(x, 2) for x in load_after],
-              "quiet": max(load_before[0], load_after[0]) < 1.5}
+              "quiet": max(load_before[0], load_after[0]) < 1.5, "note": args.note}
     print(f"{n_knn} images of the {args.split} split, cpu ({torch.get_num_threads()} threads), "
           f"load average {load_before[0]:.2f} -> {load_after[0]:.2f}")
     for name, row in rows.items():

@@ -11,7 +11,9 @@ machine. The phases, each two runs side by side:
 1. the quickstart's teacher (Fashion-MNIST, ``--minutes``) | ResNet-10t trained with DINO from scratch;
 2. the teacher distilled into a ViT of half its width and depth | into ResNet-10t (``dinolite distill``);
 3. the half-size ViT trained with DINO from scratch | Animal-Shape from scratch for ``--minutes``;
-4. Animal-Shape continued from the teacher (``model.init``) | from scratch, both for half of ``--minutes``.
+4. Animal-Shape continued from the teacher (``model.init``) | from scratch, both for half of ``--minutes``;
+5. the half-size ViT distilled with the ``dino_head`` objective | ``configs/distill_fmnist.yaml`` as it is (both
+   students in one run, one teacher forward for the two).
 
 Every k-NN follows the quickstart's protocol (train split as bank, test split as queries, k = 20, T = 0.07).
 """
@@ -54,6 +56,9 @@ def plan(out: Path, minutes: float, animal: Path) -> list[list[tuple[str, list[s
         [("animal-continued-half", ["pretrain", *animal_data, f"model.init={teacher}",
                                     f"train.budget_minutes={minutes / 2:g}"]),
          ("animal-scratch-half", ["pretrain", *animal_data, f"train.budget_minutes={minutes / 2:g}"])],
+        [("distill-vit-half-dino-head", ["distill", f"distill.teacher={teacher}", students(HALF_VIT),
+                                         "distill.objective=dino_head"]),
+         ("distill-recipe-both", ["distill", f"distill.teacher={teacher}"])],
     ]
 
 
@@ -62,7 +67,7 @@ def one_run(name: str, args: list[str], out: Path, minutes: float) -> dict:
     command = args[0]
     cmd = [sys.executable, "-m", "dinolite.cli", command, "--no-progress", f"train.output_dir={run_dir}",
            f"train.budget_minutes={minutes:g}", "train.threads=1", "eval.knn_pixels=true", *args[1:]]
-    t0 = time.time()
+    t0, load_start = time.time(), os.getloadavg()[0]
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     wall = time.time() - t0
     lines = (proc.stdout + proc.stderr).strip().splitlines()
@@ -76,6 +81,7 @@ def one_run(name: str, args: list[str], out: Path, minutes: float) -> dict:
     intervals = zip([{"step": 0}] + train, train, strict=False)
     train_s = sum((r["step"] - p["step"]) * 256 / r["images_per_s"] for p, r in intervals)
     return {"run": name, "command": ["dinolite", *cmd[3:]], "steps": steps, "wall_s": round(wall, 1),
+            "load_average_start_end": [round(load_start, 2), round(os.getloadavg()[0], 2)],
             "steps_per_s": round(steps / train_s, 3) if train_s else None, "final": final,
             "baselines": {k: v for k, v in base.items() if k.startswith("knn")},
             "warnings": [w.split(":")[0] for r in train for w in r.get("warnings", [])],
@@ -86,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--minutes", type=float, default=10.0)
     p.add_argument("--out", default="runs/reuse-benchmark")
-    p.add_argument("--phases", nargs="*", type=int, default=[1, 2, 3, 4])
+    p.add_argument("--phases", nargs="*", type=int, default=[1, 2, 3, 4, 5])
     p.add_argument("--json", default="benchmarks/results/reuse.json")
     args = p.parse_args(argv)
     out = Path(args.out)

@@ -40,8 +40,9 @@ def write_failure(path: Path, err: Exception) -> WriteFailed:
                        f"resume; the files written before are intact")
 
 
-def _sync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
+def sync_path(path: Path) -> None:
+    """Flush a file's or a folder's data to disk (a folder: its entries, so a rename in it survives a power cut)."""
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
@@ -59,7 +60,7 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], mode: i
             os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.replace(tmp, path)
-        _sync_dir(path.parent)
+        sync_path(path.parent)
     except (OSError, RuntimeError) as err:  # torch.save reports a full disk as a RuntimeError
         tmp.unlink(missing_ok=True)  # first, so the free space reported is what the user has
         raise write_failure(path, err) from None

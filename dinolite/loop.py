@@ -50,6 +50,10 @@ class DINOTrainer:
             self.method: DINOMethod | DistillMethod = DistillMethod(cfg, in_chans, self.device)
         else:
             self.method = DINOMethod(cfg, in_chans, self.device, models=models)
+            if cfg.model.init:  # continue from an earlier run's student, teacher, heads and centers
+                from .warmstart import apply_init, read_init
+
+                apply_init(self.method, read_init(cfg.model.init))
         self.step_index = 0
         self.plan: Plan | None = None
 

@@ -139,6 +139,10 @@ def pick_state(obj, checkpoint_key: str, path: Path) -> tuple[dict, str]:
     if not isinstance(obj, dict):
         raise UserError(f"{path} is not a dinolite or DINO checkpoint "
                         f"(it holds a {type(obj).__name__}, not a dict of tensors)")
+    if "students" in obj:  # a distillation run's checkpoint: its students are exported one by one
+        names = sorted({k.split(".")[1] for k in obj["students"] if k.startswith("backbones.")})
+        raise UserError(f"{path} is a distillation run's checkpoint: pass one of its students' exports, "
+                        f"{path.parent / 'students'}/<name> ({', '.join(names)})")
     if "teacher" in obj or "student" in obj:
         if checkpoint_key not in obj:
             raise UserError(f"{path} has no '{checkpoint_key}' entry (it has {sorted(obj)[:8]}): "

@@ -197,3 +197,13 @@ def test_two_processes_distil_as_one(tiny_run, tmp_path):
     for part in ("students", "targets"):
         for k in a[part]:
             torch.testing.assert_close(a[part][k], b[part][k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_a_distillation_run_directory_points_to_its_students(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(distill_args(tiny_run, run, **{"optim.total_steps": 1})) == 0
+    capsys.readouterr()
+    assert main(["knn", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "distillation run's checkpoint" in err and CNN in err
+    assert main(["knn", str(run / "students" / CNN), "--bank-subset", "64", "--query-subset", "32"]) == 0

@@ -121,3 +121,15 @@ def test_files_that_are_not_training_checkpoints_are_one_line(tmp_path, content,
 def test_a_missing_init_is_refused_by_the_config():
     with pytest.raises(UserError, match="model.init=/no/such/run not found"):
         load_config("quickstart", ["model.init=/no/such/run"])
+
+
+def test_the_library_api_continues_too(tmp_path, fmnist_root):
+    from dinolite.loop import DINOTrainer
+
+    source = tmp_path / "checkpoint.pth"
+    saved = write_reference_checkpoint(source, tiny_config(tmp_path / "x", **DINO_ONLY))
+    trainer = DINOTrainer("quickstart", tiny_overrides(tmp_path / "r", **DINO_ONLY, **{"model.init": str(source)}),
+                          in_chans=1, device="cpu")
+    assert torch.equal(trainer.method.dino_loss.center, saved["dino_loss"]["center"])
+    ours = reference_layout(trainer.teacher.state_dict(), ddp=False)
+    assert all(torch.equal(ours[k], saved["teacher"][k]) for k in ours)

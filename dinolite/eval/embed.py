@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from ..data import Source, eval_batches
 from ..errors import UserError
-from ..files import write_failure
+from ..files import sync_path, write_failure
 from .features import EvalSetup, batch_features, open_eval, open_split, rank_and_world, rank_rows
 
 if TYPE_CHECKING:
@@ -205,15 +205,6 @@ def rank_batches(source: Source, split: str, batch_size: int, num_workers: int,
     return batches, len(rows), source
 
 
-def fsync_path(path: Path) -> None:
-    """Flush a file's or folder's data to disk (a folder: its entries, so a rename in it survives a power cut)."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class PartWriter:
     """One rank's rows in ``folder``: features into ``<rank>.npy`` (a memmap of the share's size, opened at the
     first batch, when the feature size is known), names and labels into ``<rank>.csv``; ``<rank>.json`` last."""
@@ -245,7 +236,7 @@ class PartWriter:
         if self.features is not None:
             self.features.flush()
             self.features = None
-            fsync_path(self.npy)
+            sync_path(self.npy)
         self.meta.write_text(json.dumps({"rows": self.rows, "dim": self.dim, "capacity": self.capacity,
                                          "skipped": skipped}))
 
@@ -293,7 +284,7 @@ def write_embedding(s: EvalSetup, source: Source, split: str, identity: dict, ou
                 return None
             done = join_parts(s, source, split, identity, tmp, world)
             os.replace(tmp, out)  # onto a missing or empty folder
-            fsync_path(out.parent)
+            sync_path(out.parent)
             return Embedding(out, *done)
 
         result = all_ranks(finish, s.device, out, "joining the parts")
@@ -358,7 +349,7 @@ def join_features(parts: Path, meta: list[dict], out: Path) -> None:
             del src
         features.flush()
         del features
-    fsync_path(out)
+    sync_path(out)
 
 
 def join_index(parts: Path, world: int, out: Path) -> None:
@@ -410,6 +401,6 @@ def join_parts(s: EvalSetup, source: Source, split: str, identity: dict, tmp: Pa
             "identity": identity}
     (tmp / INFO).write_text(json.dumps(info, indent=1) + "\n")
     for name in (INFO, UNREADABLE) if unreadable else (INFO,):
-        fsync_path(tmp / name)
-    fsync_path(tmp)
+        sync_path(tmp / name)
+    sync_path(tmp)
     return count, dim
