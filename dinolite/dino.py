@@ -20,7 +20,7 @@ from .loss import DINOLoss, IBOTPatchLoss, koleo_loss, teacher_stats
 from .masking import sample_masks
 from .method import Evaluated, Method, Schedule
 from .models import DINOModel, build_student_teacher, ema_update
-from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
+from .optim import build_optimizer, cancel_last_layer_grads
 
 __all__ = ["DINOMethod", "Schedule"]
 
@@ -112,14 +112,8 @@ class DINOMethod(Method):
         """teacher <- momentum * teacher + (1 - momentum) * student."""
         ema_update(self.teacher, self.student_module, momentum)
 
-    def train_step(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
-        """One optimisation step on this step's crops: the step every front end runs."""
-        set_schedule(self.optimizer, sched.lr, sched.wd)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, terms = self.forward_backward(crops, sched)
-        self.optimizer_step(sched)
+    def after_update(self, sched: Schedule) -> None:
         self.update_teacher(sched.momentum)
-        return loss, terms
 
     def log_figures(self) -> dict[str, Tensor]:
         """The last step's teacher entropy and the KL of its mean output to uniform (the monitor's input).

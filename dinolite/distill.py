@@ -30,7 +30,7 @@ from .errors import UserError
 from .loss import CenteredLoss, _at_least_fp32
 from .method import Evaluated, Method, Schedule
 from .models import DINOHead, build_backbone
-from .optim import build_optimizer, cancel_last_layer_grads, set_schedule
+from .optim import build_optimizer, cancel_last_layer_grads
 
 
 def feature_loss(student: Tensor, teacher: Tensor) -> Tensor:
@@ -65,6 +65,12 @@ class FrozenTeacher:
     @property
     def dim(self) -> int:
         return int(self.backbone.num_features)
+
+    @property
+    def out_dim(self) -> int:
+        """The head's output size (a teacher with a head)."""
+        assert self.head is not None
+        return int(self.head.last_layer.parametrizations.weight.original1.shape[0])
 
 
 def head_from_state(state: dict[str, Tensor]) -> DINOHead:
@@ -154,9 +160,7 @@ class DistillMethod(Method):
             if self.objective == "feature":
                 adapters[name] = nn.Linear(width, self.teacher.dim)
             else:
-                assert self.teacher.head is not None
-                out_dim = self.teacher.head.last_layer.parametrizations.weight.original1.shape[0]
-                adapters[name] = DINOHead(width, out_dim, m.hidden_dim, m.bottleneck_dim, m.head_layers,
+                adapters[name] = DINOHead(width, self.teacher.out_dim, m.hidden_dim, m.bottleneck_dim, m.head_layers,
                                           m.norm_last_layer)
             backbones[name], self.models[name] = backbone, m
         self.students_module = Students(backbones, adapters).to(self.device)
@@ -164,9 +168,7 @@ class DistillMethod(Method):
         self.optimizer = build_optimizer(self.students_module, self.device, cfg.optim.optimizer)
         self.targets: CenteredLoss | None = None
         if self.objective == "dino_head":
-            assert self.teacher.head is not None
-            k = self.teacher.head.last_layer.parametrizations.weight.original1.shape[0]
-            self.targets = CenteredLoss(k, lc.student_temp, lc.center_momentum, lc.centering,
+            self.targets = CenteredLoss(self.teacher.out_dim, lc.student_temp, lc.center_momentum, lc.centering,
                                         lc.sinkhorn_iterations).to(self.device)
             if self.teacher.center is not None:
                 with torch.no_grad():
@@ -197,11 +199,8 @@ class DistillMethod(Method):
         loss.backward()
         return loss.detach(), {name: term.detach() for name, term in terms.items()}
 
-    def train_step(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
-        """One optimisation step of every student on this step's crops."""
-        set_schedule(self.optimizer, sched.lr, sched.wd)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, terms = self.forward_backward(crops, sched)
+    def optimizer_step(self, sched: Schedule) -> None:
+        """Every student clipped on its own, the frozen last layers' gradients dropped, one update for all."""
         if self.cfg.optim.clip_grad > 0:
             for name in self.models:  # each student clipped on its own, as if trained alone
                 params = [*self.students_module.backbones[name].parameters(),
@@ -212,13 +211,9 @@ class DistillMethod(Method):
                 assert isinstance(adapter, DINOHead)
                 cancel_last_layer_grads(adapter.last_layer, sched.freeze_last_layer)
         self.optimizer.step()
-        return loss, terms
 
     def evaluated(self) -> list[Evaluated]:
         return [Evaluated(name, self.students_module.backbones[name], m) for name, m in self.models.items()]
-
-    def teacher_backbone(self) -> nn.Module:
-        return self.teacher.backbone
 
     def state(self) -> dict:
         out = {"students": self.students_module.state_dict(), "optimizer": self.optimizer.state_dict()}

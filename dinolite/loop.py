@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .config import Config, load_config
 from .dino import DINOMethod, Schedule
-from .distill import DistillMethod
+from .method import build_method
 from .models import DINOModel
 from .schedules import Plan
 
@@ -43,17 +43,8 @@ class DINOTrainer:
             raise ValueError("overrides apply to a recipe name or path; change a Config's fields directly")
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if cfg.distill.teacher:  # a distillation recipe: the students of dinolite distill, the same step
-            if models is not None:
-                raise ValueError("models= replaces DINO's student / teacher pair; a distillation recipe lists its "
-                                 "students in distill.students")
-            self.method: DINOMethod | DistillMethod = DistillMethod(cfg, in_chans, self.device)
-        else:
-            self.method = DINOMethod(cfg, in_chans, self.device, models=models)
-            if cfg.model.init:  # continue from an earlier run's student, teacher, heads and centers
-                from .warmstart import apply_init, read_init
-
-                apply_init(self.method, read_init(cfg.model.init))
+        # a distillation recipe gives the students of dinolite distill; a DINO one continues from model.init if set
+        self.method, _ = build_method(cfg, in_chans, self.device, models=models)
         self.step_index = 0
         self.plan: Plan | None = None
 

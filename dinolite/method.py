@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +20,11 @@ from .config import Config, ModelConfig
 from .distributed import DistInfo
 from .engine import streams
 from .engine.runtime import per_rank_batch
+from .optim import set_schedule
 from .schedules import Plan, cosine, scaled_lr, teacher_temperature
+
+if TYPE_CHECKING:
+    from .models import DINOModel
 
 
 @dataclass(frozen=True)
@@ -95,9 +100,29 @@ class Method:
         """Drop path draws from torch's global stream, per rank (engine/streams.py)."""
         torch.manual_seed(streams.step_seed(self.cfg.train.seed, step, streams.drop_path(self.dist.rank)))
 
-    # ---- what each method provides -----------------------------------------------------------
+    # ---- the step: one shape for every method -------------------------------------------------
+    optimizer: torch.optim.Optimizer  # set by the method, over what it trains
+
     def train_step(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
+        """One optimisation step on this step's crops: the step every front end runs."""
+        set_schedule(self.optimizer, sched.lr, sched.wd)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, terms = self.forward_backward(crops, sched)
+        self.optimizer_step(sched)
+        self.after_update(sched)
+        return loss, terms
+
+    # ---- what each method provides -----------------------------------------------------------
+    def forward_backward(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
+        """The step's loss, backpropagated; returns it and each term by name (detached device tensors)."""
         raise NotImplementedError
+
+    def optimizer_step(self, sched: Schedule) -> None:
+        """Clip, drop frozen gradients, then the optimizer's update."""
+        raise NotImplementedError
+
+    def after_update(self, sched: Schedule) -> None:
+        """What follows the optimizer's update (DINO: the teacher's EMA); nothing by default."""
 
     def log_figures(self) -> dict[str, Tensor]:
         """Figures of the last step for the log line (device tensors)."""
@@ -120,3 +145,23 @@ class Method:
             return run()
         finally:
             self.load_state(saved)
+
+
+def build_method(cfg: Config, in_chans: int, device: torch.device | str = "cpu", dist: DistInfo | None = None,
+                 models: tuple[DINOModel, DINOModel] | None = None, init: bool = True) -> tuple[Method, str]:
+    """The method a config asks for: distillation when ``distill.teacher`` is set, else DINO, continued from
+    ``model.init`` when ``init`` (a new run). Returns it and the line saying where it continues from ("" if not)."""
+    from .dino import DINOMethod
+    from .distill import DistillMethod
+
+    if cfg.distill.teacher:
+        if models is not None:
+            raise ValueError("models= replaces DINO's student / teacher pair; a distillation recipe lists its "
+                             "students in distill.students")
+        return DistillMethod(cfg, in_chans, device, dist), ""
+    method = DINOMethod(cfg, in_chans, device, dist, models=models)
+    if not (init and cfg.model.init):
+        return method, ""
+    from .warmstart import apply_init, read_init
+
+    return method, apply_init(method, read_init(cfg.model.init))

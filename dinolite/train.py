@@ -18,7 +18,6 @@ from .budget import steps_in_budget
 from .config import Config, as_dict, read_saved_config, save_config
 from .data import build_loader, build_source
 from .data.base import Source
-from .dino import DINOMethod
 from .distill import DistillMethod
 from .distributed import DistInfo, check_shared_dir, cleanup
 from .engine.checkpoint import list_checkpoints
@@ -29,11 +28,10 @@ from .errors import UserError
 from .eval.pretraining import RunEvaluation, knn_line
 from .export import export_backbone, write_safetensors
 from .loggers import MetricsWriter
-from .method import Method
+from .method import build_method
 from .models import backbone_kwargs
 from .monitor import CollapseMonitor
 from .schedules import Plan
-from .warmstart import apply_init, read_init
 from .weights import BackboneSpec
 
 BAD_SAMPLES = "bad_samples.txt"
@@ -77,13 +75,9 @@ class Pretrainer:
         if len(self.source) < self.global_batch:
             raise UserError(f"{len(self.source)} training images are fewer than one global batch "
                             f"({self.global_batch}): lower optim.batch_size")
-        self.method: Method = (DistillMethod if cfg.distill.teacher else DINOMethod)(
-            cfg, self.source.channels, self.device, self.dist)
         # A new run continuing an earlier one takes its weights and centers, checked before anything is written.
         fresh = not list_checkpoints(Path(cfg.train.output_dir))
-        self._init_line = ""
-        if cfg.model.init and fresh and isinstance(self.method, DINOMethod):
-            self._init_line = apply_init(self.method, read_init(cfg.model.init))
+        self.method, self._init_line = build_method(cfg, self.source.channels, self.device, self.dist, init=fresh)
         self.run = prepare_run_dir(cfg, self.dist.is_main)
         self.run_dir = self.run.path
         check_shared_dir(self.run_dir, self.dist, self.device)
@@ -230,7 +224,7 @@ class Pretrainer:
     # ---- the time budget ---------------------------------------------------------------------
     def time_steps(self, warmup: int = 2, timed: int = 8) -> float:
         """Seconds per training step on this machine (the slowest rank's), from real steps on real
-        batches; the method's state is put back afterwards (``DINOMethod.trial``), so the run itself
+        batches; the method's state is put back afterwards (``Method.trial``), so the run itself
         starts from exactly the state it would have had without the timing."""
         plan, method = self.plan, self.method
         batches = (batch for epoch in range(warmup + timed) for batch in self.loader.epoch(epoch))
@@ -376,7 +370,7 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         results = trainer.evaluate()  # every rank: the feature extraction is split over them
         results = results if trainer.dist.is_main else {}
     if trainer.dist.is_main and results:
-        print(knn_line(cfg, results), flush=True)
+        print(knn_line(cfg, results, trainer.method.evaluated()), flush=True)
     if trainer.dist.is_main:
         state = "finished" if done else "stopped"
         listed = ""

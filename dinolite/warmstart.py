@@ -19,7 +19,7 @@ from torch import Tensor
 from .dino import DINOMethod
 from .engine import checkpoint as ckpt
 from .errors import UserError
-from .weights import read_weights_file
+from .weights import bare_name, read_weights_file
 
 # The reference code's weight-norm names (torch.nn.utils.weight_norm) and dinolite's (parametrizations).
 _WEIGHT_NORM = {"last_layer.weight_g": "last_layer.parametrizations.weight.original0",
@@ -45,9 +45,7 @@ def _dinolite_names(state: dict) -> dict[str, Tensor]:
     """A model's state dict under dinolite's names: wrapper prefixes dropped, old-style weight norm renamed."""
     out = {}
     for key, value in state.items():
-        for prefix in ("module.", "_orig_mod."):
-            key = key[len(prefix):] if key.startswith(prefix) else key
-        key = key.replace("backbone._orig_mod.", "backbone.")
+        key = bare_name(key).replace("backbone._orig_mod.", "backbone.")
         for old, new in _WEIGHT_NORM.items():
             if key.endswith(old):
                 key = key[:-len(old)] + new

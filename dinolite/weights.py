@@ -111,22 +111,24 @@ def read_weights_file(path: Path) -> tuple[dict, dict]:
                         f"(torch cannot read it: {first})") from None
 
 
-def strip_prefixes(state: dict) -> dict:
-    """The backbone's tensors under timm's names: wrapper prefixes dropped (``module.`` of DDP,
-    ``_orig_mod.`` of torch.compile), and when the dict holds a whole DINO model (``backbone.*``,
-    ``head.*``, iBOT's ``patch_head.*`` and ``mask_token``) only its ``backbone.*`` part."""
-    def bare(name: str) -> str:
-        changed = True
-        while changed:
-            changed = False
-            for p in ("module.", "_orig_mod."):
-                if name.startswith(p):
-                    name, changed = name[len(p):], True
-        return name
+def bare_name(name: str) -> str:
+    """A parameter name without wrapper prefixes (``module.`` of DDP, ``_orig_mod.`` of torch.compile)."""
+    changed = True
+    while changed:
+        changed = False
+        for p in ("module.", "_orig_mod."):
+            if name.startswith(p):
+                name, changed = name[len(p):], True
+    return name
 
-    named = {bare(k): v for k, v in state.items()}
+
+def strip_prefixes(state: dict) -> dict:
+    """The backbone's tensors under timm's names: wrapper prefixes dropped (:func:`bare_name`), and when the
+    dict holds a whole DINO model (``backbone.*``, ``head.*``, iBOT's ``patch_head.*`` and ``mask_token``) only
+    its ``backbone.*`` part."""
+    named = {bare_name(k): v for k, v in state.items()}
     if any(k.startswith("backbone.") for k in named):
-        return {bare(k[len("backbone."):]): v for k, v in named.items() if k.startswith("backbone.")}
+        return {bare_name(k[len("backbone."):]): v for k, v in named.items() if k.startswith("backbone.")}
     return {k: v for k, v in named.items() if not k.startswith("head.")}
 
 

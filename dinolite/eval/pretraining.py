@@ -108,21 +108,20 @@ class RunEvaluation:
         return values
 
 
-def knn_line(cfg: Config, results: dict[str, float]) -> str:
-    """The final line of a run: each trained backbone's k-NN beside what it must beat."""
+def knn_line(cfg: Config, results: dict[str, float], evaluated: list[Evaluated]) -> str:
+    """The final line of a run: each trained backbone's k-NN beside what it must beat (its random init, a
+    distillation's teacher, raw pixels)."""
     line = f"k-NN top-1 (k={cfg.eval.knn_k}, T={cfg.eval.knn_temperature}) on the test split: "
-    if "knn_top1" in results:  # DINO's teacher
+    if [ev.name for ev in evaluated] == ["teacher"]:  # DINO's teacher
         line += f"teacher {results['knn_top1']:.2f} %"
         if "knn_top1_random_init" in results:
             line += f", same architecture at random init {results['knn_top1_random_init']:.2f} %"
     else:  # distillation: each student, then its teacher
         students = []
-        for key, value in results.items():
-            name = key[len("knn_top1_"):]
-            if key.startswith("knn_top1_") and not name.startswith("random_init") and name not in ("teacher", "pixels"):
-                random_init = results.get(f"knn_top1_random_init_{name}")
-                students.append(f"student {name} {value:.2f} %"
-                                + (f" (random init {random_init:.2f} %)" if random_init is not None else ""))
+        for ev in evaluated:
+            random_init = results.get(f"knn_top1_random_init{ev.suffix}")
+            students.append(f"student {ev.name} {results[f'knn_top1{ev.suffix}']:.2f} %"
+                            + (f" (random init {random_init:.2f} %)" if random_init is not None else ""))
         line += "; ".join(students)
         if "knn_top1_teacher" in results:
             line += f"; its teacher {results['knn_top1_teacher']:.2f} %"
