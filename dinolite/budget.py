@@ -1,8 +1,10 @@
-"""A wall-clock budget turned into a number of training steps, once, at the start of a run.
+"""A wall-clock budget turned into a number of training steps at the start of a run, and kept.
 
-The run is then an ordinary run of that many steps: every schedule ends at the end of the
-budget, and the step count is saved (config.yaml and the checkpoints) so a resume continues the
-same schedule however fast the machine it resumes on.
+The run is an ordinary run of that many steps: every schedule ends at the end of the budget, and
+the step count is saved (config.yaml and the checkpoints) so a resume continues the same schedule
+however fast the machine it resumes on. When the machine slows down mid-run (another process, a
+slow disk), :func:`replan_steps` shortens the plan at a log step so the command still ends within
+its budget; the schedules then end with the new plan.
 """
 
 from __future__ import annotations
@@ -33,3 +35,22 @@ def steps_in_budget(budget_s: float, elapsed_s: float, step_s: float, final_eval
                         f"{elapsed_s:.0f} s of set-up and {final_eval_s:.0f} s kept for the final evaluation, "
                         f"{steps} steps at {step_s:.2f} s/step: raise train.budget_minutes or use optim.epochs instead")
     return steps
+
+
+# Slack before re-planning, as a share of the budget: a log interval's step time varies by a few per cent,
+# and a re-plan bends the cosine schedules a little, so small deviations are left to the reserve.
+REPLAN_TOLERANCE = 0.01
+
+
+def replan_steps(step: int, stop: int, left_s: float, step_s: float, online_eval_s: float = 0.0,
+                 online_every: int = 0, tolerance_s: float = 0.0) -> int:
+    """The stop that still ends the training within ``left_s`` seconds, at ``step_s`` per step from ``step``.
+
+    ``stop`` itself while the steps left fit (with ``tolerance_s`` of slack); otherwise as many steps as fit,
+    never fewer than none (the run then stops at ``step``). Never lengthens the plan: a run that sped up
+    ends early rather than bending its schedules the other way.
+    """
+    per_step = step_s + (online_eval_s / online_every if online_every else 0.0)
+    if (stop - step) * per_step <= left_s + tolerance_s:
+        return stop
+    return step + max(0, min(stop - step, math.floor(left_s / per_step)))

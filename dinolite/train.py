@@ -14,7 +14,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from .budget import steps_in_budget
+from .budget import REPLAN_TOLERANCE, RESERVE, replan_steps, steps_in_budget
 from .config import Config, as_dict, read_saved_config, save_config
 from .data import build_loader, build_source
 from .data.base import Source
@@ -96,6 +96,7 @@ class Pretrainer:
         self.online = self.evaluation.online_knn()
         self.baselines: dict[str, float] = {}
         self.skipped = 0
+        self._budget: dict[str, float] = {}  # set by plan_budget: what the kept budget is checked against
         self._resume()
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -178,7 +179,10 @@ class Pretrainer:
     def log_figures(self) -> dict[str, torch.Tensor]:
         # bad images so far, in the mean: every rank sees the same figure and decides alike
         bad = torch.tensor(float(self.loader.skipped_samples()), device=self.device)
-        return {**self.method.log_figures(), "skipped_samples": bad}
+        figures = {**self.method.log_figures(), "skipped_samples": bad}
+        if self._budget:  # each rank's clock, averaged: the ranks re-plan on the same figure
+            figures["budget_left_s"] = torch.tensor(self._budget["end"] - time.time(), device=self.device)
+        return figures
 
     def at_log(self, record: dict) -> dict[str, str]:
         sched = self._sched
@@ -187,9 +191,13 @@ class Pretrainer:
         self._check_bad_fraction(skipped, (self.step - self._first_step) * self.global_batch)
         postfix: dict[str, str] = {}
         warnings: list[str | None] = []
-        if "teacher_entropy" in record:  # DINO's teacher: its collapse statistics
+        if "teacher_entropy" in record:  # DINO's teacher: its collapse statistics, means over the log interval
             postfix["H"] = f"{record['teacher_entropy']:.2f}"
-            warnings.append(self._monitors[""].update(self.step, record["teacher_entropy"], record["kl_uniform"]))
+            monitor = self._monitors[""]
+            started = monitor.teacher_from is not None
+            warnings.append(monitor.update(self.step, record["teacher_entropy"], record["kl_uniform"]))
+            if not started and monitor.teacher_from is not None:  # recorded once: where the checks began
+                record["monitor_from_step"] = monitor.teacher_from
         every = self.cfg.eval.online_every
         if self.online is not None and (self.step % every == 0 or self.step == self._stop):
             # Every rank scores the same subset with the same backbones: no collective needed.
@@ -204,6 +212,30 @@ class Pretrainer:
             tqdm.write(f"warning: {warning}")
         return postfix
 
+    def replan(self, record: dict, stop: int) -> int:
+        """Keep the time budget: when the steps left no longer fit in what is left of it at this interval's
+        step time, end the plan earlier (the schedules end with it) and record the new plan in config.yaml
+        and the metrics, so a resume continues it."""
+        left = record.pop("budget_left_s", None)
+        if left is None:
+            return stop
+        b, step_s, total = self._budget, record["step_seconds"], self.plan.total
+        slower = max(1.0, step_s / b["step_s"])  # the evaluations slow down as the steps did
+        online_every = self.cfg.eval.online_every if self.online is not None else 0
+        new = replan_steps(self.step, total, left - b["final_eval_s"] * slower, step_s, b["online_s"] * slower,
+                           online_every, REPLAN_TOLERANCE * b["budget_s"])
+        if new == total:
+            return stop
+        record["replan"] = {"from_steps": total, "to_steps": new, "step_s": round(step_s, 4),
+                            "planned_step_s": round(b["step_s"], 4), "left_s": round(left, 1)}
+        self.cfg.optim.total_steps = new
+        self._plan, self._stop = self.plan, min(stop, new)  # every span (warm-up, freeze) re-resolved on the new plan
+        if self.dist.is_main:
+            save_config(self.cfg, self.run_dir / "config.yaml")
+            tqdm.write(f"behind the time budget at step {self.step} ({step_s:.2f} s/step against {b['step_s']:.2f} "
+                       f"planned, {left:.0f} s left): re-planned {total} -> {new} steps, the schedules end with it")
+        return self._stop
+
     def after_epoch(self) -> None:
         pass
 
@@ -212,9 +244,12 @@ class Pretrainer:
         cfg, plan = self.cfg, self.plan
         self._plan, self._first_step = plan, self.step
         self._stop = min(plan.total, cfg.train.stop_after_steps or plan.total)
-        # one monitor per trained backbone: each one's online k-NN is judged against its own random init
+        # one monitor per trained backbone: each one's online k-NN is judged against its own random init, within
+        # the noise of the online k-NN's own number of queries
+        queries = self.online.queries if self.online is not None else 0
         self._monitors = {ev.suffix: CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience,
-                                                     start_step=max(plan.warmup, plan.freeze_last_layer))
+                                                     warmup=plan.warmup, queries=queries,
+                                                     centering=cfg.loss.centering)
                           for ev in self.method.evaluated()}
         self.engine.run(self, self._stop)
         self.skipped = self.loader.skipped_samples()  # bad samples (shards); with several ranks every rank calls it
@@ -257,6 +292,9 @@ class Pretrainer:
             torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
             steps = int(agreed)
         self.cfg.optim.total_steps = steps
+        budget_s = self.cfg.train.budget_minutes * 60
+        self._budget = {"end": started + budget_s * (1 - RESERVE), "budget_s": budget_s, "step_s": step_s,
+                        "final_eval_s": final_eval_s, "online_s": online_s}
         if self.dist.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
         return (f"time budget {self.cfg.train.budget_minutes:g} min: {step_s:.2f} s/step measured here "

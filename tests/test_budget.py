@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from dinolite.budget import RESERVE, steps_in_budget
+from dinolite.budget import REPLAN_TOLERANCE, RESERVE, replan_steps, steps_in_budget
 from dinolite.errors import UserError
+from dinolite.schedules import Plan
 from dinolite.train import Pretrainer, pretrain
 from tests.helpers import tiny_config
 
@@ -15,7 +16,8 @@ def test_steps_fill_what_is_left_of_the_budget():
     # 600 s budget, 3 % kept back, 40 s spent, 60 s kept for the final k-NN: 482 s at 0.5 s/step
     assert steps_in_budget(600, 40, 0.5, final_eval_s=60) == int((600 * (1 - RESERVE) - 100) / 0.5)
     # an online k-NN of 2 s every 100 steps costs 0.02 s per step
-    assert steps_in_budget(600, 40, 0.5, 60, online_eval_s=2, online_every=100) == int((600 * (1 - RESERVE) - 100) / 0.52)
+    with_online = steps_in_budget(600, 40, 0.5, 60, online_eval_s=2, online_every=100)
+    assert with_online == int((600 * (1 - RESERVE) - 100) / 0.52)
     assert steps_in_budget(600, 40, 0.25, 60) == 2 * steps_in_budget(600, 40, 0.5, 60)  # a machine twice as fast
 
 
@@ -41,15 +43,16 @@ def fixed_plan(monkeypatch, steps: int) -> list[tuple]:
 
 def test_budget_fixes_the_step_count_and_a_resume_keeps_it(tmp_path, monkeypatch):
     run = tmp_path / "run"
-    extra = {"train.budget_minutes": 0.3, "eval.knn_at_end": False, "optim.epochs": 1000,
+    # a budget the 12 tiny steps fit in however loaded the machine, so it is not re-planned (tested below)
+    extra = {"train.budget_minutes": 2, "eval.knn_at_end": False, "optim.epochs": 1000,
              "optim.warmup_fraction": 0.1, "train.log_every": 5}
     seen = fixed_plan(monkeypatch, 12)
     pretrain(tiny_config(run, **{**extra, "train.stop_after_steps": 5}), progress=False)
     saved = OmegaConf.load(run / "config.yaml")
     planned = saved.optim.total_steps
-    assert planned == 12 and saved.train.budget_minutes == 0.3
+    assert planned == 12 and saved.train.budget_minutes == 2
     budget_s, spent_s, step_s = seen[0][:3]
-    assert budget_s == 0.3 * 60 and spent_s > 0 and step_s > 0  # the planner got the budget and real timings
+    assert budget_s == 2 * 60 and spent_s > 0 and step_s > 0  # the planner got the budget and real timings
     assert (run / "checkpoint-00000005.pt").is_file()
 
     def no_timing(self, *a, **k):
@@ -61,7 +64,7 @@ def test_budget_fixes_the_step_count_and_a_resume_keeps_it(tmp_path, monkeypatch
     assert trainer.plan.warmup == round(0.1 * planned)
     assert OmegaConf.load(run / "config.yaml").optim.total_steps == planned
 
-    with pytest.raises(UserError, match="train.budget_minutes=0.3"):
+    with pytest.raises(UserError, match="train.budget_minutes=2"):
         Pretrainer(tiny_config(run, **{**extra, "train.budget_minutes": 5}), progress=False)
 
 
@@ -74,7 +77,7 @@ def test_budget_run_is_the_planned_run(tmp_path, monkeypatch):
     budget, plain = tmp_path / "budget", tmp_path / "plain"
     common = {"eval.knn_at_end": False, "optim.warmup_fraction": 0.2, "model.drop_path_rate": 0.0}
     fixed_plan(monkeypatch, 9)
-    pretrain(tiny_config(budget, **{**common, "train.budget_minutes": 0.2}), progress=False)
+    pretrain(tiny_config(budget, **{**common, "train.budget_minutes": 2}), progress=False)
     steps = OmegaConf.load(budget / "config.yaml").optim.total_steps
     pretrain(tiny_config(plain, **{**common, "optim.total_steps": steps}), progress=False)
     a = torch.load(sorted(budget.glob("checkpoint-*.pt"))[-1], weights_only=True)
@@ -82,3 +85,74 @@ def test_budget_run_is_the_planned_run(tmp_path, monkeypatch):
     assert a["step"] == b["step"] == steps
     for k in a["teacher"]:
         torch.testing.assert_close(a["teacher"][k], b["teacher"][k], msg=k)
+
+
+def test_replan_keeps_the_plan_while_the_steps_left_fit():
+    # 40 steps left at 1 s fit in 45 s; at 1.2 s (48 s) they fit only within a 5 s tolerance
+    assert replan_steps(60, 100, left_s=45, step_s=1.0) == 100
+    assert replan_steps(60, 100, left_s=45, step_s=1.2, tolerance_s=5) == 100
+    # behind: as many steps as fit in what is left, online evaluations included
+    assert replan_steps(60, 100, left_s=45, step_s=1.2) == 60 + 37
+    assert replan_steps(60, 100, left_s=45, step_s=1.0, online_eval_s=10, online_every=5) == 60 + 15
+    assert replan_steps(60, 100, left_s=-3, step_s=1.0) == 60  # past the budget: stop at this step
+    assert replan_steps(60, 100, left_s=500, step_s=0.1) == 100  # faster than planned: never lengthened
+
+
+class FakeClock:
+    """Seconds that pass only when a step runs: ``slow_from`` on, a step takes ``slow_s`` instead of ``fast_s``."""
+
+    def __init__(self, fast_s: float, slow_s: float, slow_from: int):
+        self.now, self.fast_s, self.slow_s, self.slow_from = 1000.0, fast_s, slow_s, slow_from
+
+    def time(self) -> float:
+        return self.now
+
+    def step(self, step: int) -> None:
+        self.now += self.slow_s if step >= self.slow_from else self.fast_s
+
+
+def test_a_run_that_falls_behind_replans_and_ends_within_its_budget(tmp_path, monkeypatch):
+    """The machine slows down 3x from step 10 (an injected clock: the test does not depend on the machine's load).
+    The run re-plans at the next log step so that it ends within the budget, saves the new plan in config.yaml and
+    metrics.jsonl, its schedules end with it, and a resume continues the new plan."""
+    import json
+    import types
+
+    import dinolite.engine.loop
+    import dinolite.train
+
+    clock = FakeClock(fast_s=1.0, slow_s=3.0, slow_from=10)
+    for module in (dinolite.train, dinolite.engine.loop):
+        monkeypatch.setattr(module, "time", types.SimpleNamespace(time=clock.time))
+    monkeypatch.setattr(Pretrainer, "time_steps", lambda self: 1.0)
+    fixed_plan(monkeypatch, 40)  # 40 planned steps of 1 s in a 60 s budget
+    run_step = Pretrainer.run_step
+
+    def timed_step(self, batch):
+        clock.step(self.step)
+        return run_step(self, batch)
+
+    monkeypatch.setattr(Pretrainer, "run_step", timed_step)
+    seen = {}
+    cfg = tiny_config(tmp_path / "run", **{"train.budget_minutes": 1, "eval.knn_at_end": False, "optim.epochs": 1000,
+                                           "train.log_every": 5, "optim.warmup_fraction": 0.1})
+    pretrain(cfg, progress=False, setup=lambda t: seen.setdefault("trainer", t), started=clock.time())
+    end = 1000.0 + 60 * (1 - RESERVE)
+    # at step 12, the first log step after the slow-down (an epoch's end: 16 s spent, 39.2 s left of the budget
+    # less its reserve), the 28 steps left would take 84 s: 13 more steps of 3 s fit
+    assert clock.now <= end + REPLAN_TOLERANCE * 60, clock.now - 1000
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    replans = [r for r in records if "replan" in r]
+    assert [r["step"] for r in replans] == [12]
+    assert replans[0]["replan"]["from_steps"] == 40 and replans[0]["replan"]["to_steps"] == 12 + 13
+    assert records[-1]["step"] == 25 and OmegaConf.load(tmp_path / "run" / "config.yaml").optim.total_steps == 25
+    trainer = seen["trainer"]
+    assert trainer.plan.total == 25 and trainer.plan.warmup == round(0.1 * 25)
+    # the last step ran the schedules' last values: the new plan, not the old one, ended them
+    assert records[-1]["lr"] == pytest.approx(trainer.method.schedule(24, trainer.plan).lr)
+    assert records[-1]["lr"] < trainer.method.schedule(24, Plan.of(cfg.optim.__class__(**{**vars(cfg.optim),
+                                                                   "total_steps": 40}), cfg.loss, 4)).lr
+    resumed = Pretrainer(tiny_config(tmp_path / "run", **{"train.budget_minutes": 1, "eval.knn_at_end": False,
+                                                          "optim.epochs": 1000, "train.log_every": 5,
+                                                          "optim.warmup_fraction": 0.1}), progress=False)
+    assert resumed.total_steps == 25 and resumed.step == 25

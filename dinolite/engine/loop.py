@@ -11,7 +11,8 @@ decides what happens when, in one place:
 - a checkpoint is written at the end of each epoch, at the last step and when due, never after a NaN;
 - ``after_step`` (the SLURM job's preemption hook) runs after every finished step, when the state is
   one a resume can continue from;
-- a time budget is a planned number of steps, agreed (the smallest) before the first step.
+- a time budget is a planned number of steps, agreed (the smallest) before the first step, and
+  shortened at a log step (``Task.replan``, from the agreed record) when the run falls behind it.
 """
 
 from __future__ import annotations
@@ -62,6 +63,10 @@ class Task(Protocol):
     def at_log(self, record: dict) -> dict[str, str]:
         """Complete the agreed record (schedule values, evaluation, warnings) and return the progress
         bar's extra fields; may raise a UserError."""
+
+    def replan(self, record: dict, stop: int) -> int:
+        """The stop after this log step: ``stop``, or an earlier one (a time budget fell behind). Decided from
+        the agreed record only, so every rank decides alike; what changed is added to ``record``."""
 
     def after_epoch(self) -> None:
         """Called at each epoch's end, before its checkpoint (fine-tuning evaluates here)."""
@@ -151,13 +156,19 @@ class Engine:
                     # The one host synchronisation per log interval, and the one point where the ranks decide.
                     now, n = time.time(), task.step - last_log_step
                     due = (now - last_ckpt) / 60 >= self.checkpoint_every_minutes
-                    figures = {**{k: v / n for k, v in sums.items()}, **task.log_figures()}
+                    figures = {**{k: v / n for k, v in sums.items()}, **task.log_figures(),
+                               # training time alone (evaluations and checkpoints excluded), for the budget's check
+                               "step_seconds": torch.tensor((now - last_log) / n, device=self.device)}
                     means, diverged, due = self.agree(figures, ~finite, due)
                     if diverged:
                         raise TrainingDiverged(self.diverged(task))
                     record = {"step": task.step, "epoch": task.step / spe, **means}
                     record["images_per_s"] = n * self.batch_images / max(now - last_log, 1e-9)
                     postfix = task.at_log(record)
+                    replanned = task.replan(record, stop)
+                    if replanned != stop:
+                        stop = bar.total = replanned
+                        bar.refresh()
                     self.metrics.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.3f}", **postfix)
                     sums, last_log_step = {}, task.step

@@ -185,6 +185,9 @@ class FinetuneTrainer:
         record["train_acc"] *= 100
         return {}
 
+    def replan(self, record: dict, stop: int) -> int:
+        return stop  # fine-tuning has no time budget
+
     def after_epoch(self) -> None:
         if (self.step // self.steps_per_epoch) % self.cfg.eval.every_epochs == 0 or self.step == self.total_steps:
             self.evaluate_epoch()
