@@ -6,6 +6,12 @@
   zebra). Install it with ``pip install --no-deps animal-shape-mnist`` (its loader module imports
   TensorFlow; only its data files are read here). :func:`animal_shape_folder` writes it once as an
   image folder, 800 training and 200 test images per class.
+- Digits (scikit-learn's ``load_digits``, the UCI optical-recognition digits, BSD licence): 1,797 real
+  8 x 8 handwritten digits (pixel values 0..16), shipped inside the scikit-learn wheel, so nothing is
+  downloaded at run time (``pip install scikit-learn``; benchmarks only, not a dinolite dependency).
+  :func:`digits_folder` writes it once as an image folder of 28 x 28 grey PNGs (values scaled to
+  0..255, bilinear upscaling) with a fixed, seeded, stratified split: 1,297 training and 500 test
+  images, and its training pixels' mean and std (``stats.json``) for ``augment.mean/std``.
 
 The package stores its arrays as pickles; they are read with an unpickler that can build numpy
 arrays and nothing else, so no code in them can run.
@@ -72,6 +78,70 @@ def animal_shape_folder(out: Path, train_per_class: int = 800) -> Path:
     return out
 
 
+DIGITS_TEST = 500
+DIGITS_SIZE = 28
+
+
+def load_digits() -> tuple[np.ndarray, np.ndarray]:
+    """``(images uint8 [1797, 28, 28], labels int64 [1797])``: scikit-learn's 8 x 8 digits (values 0..16)
+    scaled to 0..255 and upscaled (bilinear) to 28 x 28, Fashion-MNIST's size."""
+    from PIL import Image
+
+    try:
+        from sklearn.datasets import load_digits as sk_load_digits
+    except ImportError as e:
+        raise SystemExit("the digits dataset needs scikit-learn: pip install scikit-learn") from e
+    bunch = sk_load_digits()
+    small = np.clip(np.rint(bunch.images * (255.0 / 16.0)), 0, 255).astype(np.uint8)
+    images = np.stack([np.asarray(Image.fromarray(im).resize((DIGITS_SIZE, DIGITS_SIZE),
+                                                                       Image.Resampling.BILINEAR))
+                       for im in small])
+    labels = np.asarray(bunch.target, dtype=np.int64)
+    assert images.shape == (1797, DIGITS_SIZE, DIGITS_SIZE) and labels.shape == (1797,), (images.shape, labels.shape)
+    return images, labels
+
+
+def digits_split(labels: np.ndarray, n_test: int = DIGITS_TEST, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Indices ``(train, test)`` of a stratified split (each class's share of the test split is its share of
+    the data), fixed by ``seed``; both sorted."""
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(len(labels)), test_size=n_test, stratify=labels, random_state=seed)
+    return np.sort(train), np.sort(test)
+
+
+def digits_folder(out: Path, n_test: int = DIGITS_TEST, seed: int = 0) -> Path:
+    """Write the digits as ``out/train/<digit>/*.png`` and ``out/test/<digit>/*.png`` with ``out/stats.json``
+    (the training images' pixel mean and std in 0..1, and the split's sizes), once; return ``out``."""
+    import json
+
+    from PIL import Image
+
+    done = out / ".complete"
+    if done.is_file():
+        return out
+    images, labels = load_digits()
+    train, test = digits_split(labels, n_test, seed)
+    for split, part in (("train", train), ("test", test)):
+        for i in part:
+            d = out / split / str(labels[i])
+            d.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(images[i]).save(d / f"{i:04d}.png")
+    pixels = images[train].astype(np.float64) / 255.0
+    stats = {"mean": round(float(pixels.mean()), 3), "std": round(float(pixels.std()), 3),
+             "train": int(len(train)), "test": int(len(test)), "seed": seed, "size": DIGITS_SIZE}
+    (out / "stats.json").write_text(json.dumps(stats, indent=1) + "\n")
+    done.write_text("ok\n")
+    return out
+
+
+def folder_stats(out: Path) -> dict:
+    """The ``stats.json`` that :func:`digits_folder` wrote."""
+    import json
+
+    return json.loads((out / "stats.json").read_text())
+
+
 def _write_idx(path: Path, array: np.ndarray) -> None:
     """An idx file (gzip): magic 0, 0, 0x08 (uint8), ndim, big-endian dims, then the bytes."""
     header = bytes([0, 0, 0x08, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
@@ -105,3 +175,4 @@ if __name__ == "__main__":
     import sys
 
     print(animal_shape_folder(Path(sys.argv[1] if len(sys.argv) > 1 else "data/animal_shape")))
+    print(digits_folder(Path(sys.argv[2] if len(sys.argv) > 2 else "data/digits")))

@@ -22,8 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from learning import datasets, one_run  # noqa: E402
-from learning_data import animal_shape_folder  # noqa: E402
+from learning import NAMES, datasets, one_run  # noqa: E402
 
 VIT_ONLY_OFF = ["model.patch_size=null", "model.embed_dim=null", "model.num_heads=null", "model.depth=null"]
 
@@ -49,7 +48,7 @@ def table(results: list[dict]) -> str:
             continue
         warn = "; ".join(w.split(":")[0] for w in r["collapse_warnings"]) or "none"
         lines.append(f"| {r['variant']} | {r['dataset']} | {r['teacher_knn']:.2f} % | {r['random_init_knn']:.2f} % "
-                     f"| {r['pixels_knn']:.2f} % | {r['margin_over_random']:+.2f} "
+                     f"| {r['pixels_knn']:.2f} % | {r['teacher_minus_random']:+.2f} "
                      f"| {r['final_entropy']:.2f} / {r['max_entropy']:.2f} | {r['final_kl_uniform']:.2f} | {warn} |")
     return "\n".join(lines)
 
@@ -67,11 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     args.threads = args.threads or (1 if args.parallel > 1 else 0)
     out = Path(args.out)
-    animal_shape_folder(out / "data" / "animal_shape")
-    data = datasets(out / "data")
-    unknown = [d for d in args.datasets if d not in data] + [v for v in args.only or [] if v not in VARIANTS]
+    unknown = [d for d in args.datasets if d not in NAMES] + [v for v in args.only or [] if v not in VARIANTS]
     if unknown:
-        p.error(f"unknown dataset or variant: {unknown}; datasets: {list(data)}; variants: {list(VARIANTS)}")
+        p.error(f"unknown dataset or variant: {unknown}; datasets: {NAMES}; variants: {list(VARIANTS)}")
+    data = datasets(out / "data", args.datasets)  # prepares the folders of the chosen datasets (once)
     jobs = [(v, d) for v in VARIANTS if not args.only or v in args.only for d in args.datasets]
 
     def run(job: tuple[str, str]) -> dict:

@@ -167,7 +167,7 @@ class TrainConfig(EngineConfig):
     # Wall-clock budget of the whole command (training and the final k-NN), in minutes; 0 = none. The first
     # steps are timed on this machine and fix optim.total_steps, which is saved so a resume is exact.
     budget_minutes: float = 0.0
-    collapse_patience: int = 5  # log intervals of a sustained collapse (after the warm-up) before warning
+    collapse_patience: int = 5  # uniform collapse: bad log intervals of the last 2 * patience - 1 (monitor.py)
     compile: bool = False  # torch.compile the student and teacher backbones (one graph per crop size)
 
 

@@ -59,7 +59,6 @@ class DINOMethod(Method):
         self.ibot_loss = IBOTPatchLoss(cfg.model.out_dim, lc.student_temp, lc.center_momentum, lc.centering,
                                        lc.sinkhorn_iterations).to(self.device) if ibot else None
         self.optimizer = build_optimizer(self.student_module, self.device, cfg.optim.optimizer)
-        self._targets: tuple[Tensor, Tensor, float] | None = None  # last step's teacher output, center, temp
 
     # ---- the step ----------------------------------------------------------------------------
     def ibot_masks(self, globals_: Tensor, step: int) -> Tensor:
@@ -74,8 +73,9 @@ class DINOMethod(Method):
         return masks.to(self.device, non_blocking=True)
 
     def forward_backward(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
-        """The weighted loss of one step, backpropagated into the student; returns it and each term,
-        unweighted, by name (device tensors, detached: no host sync)."""
+        """The weighted loss of one step, backpropagated into the student; returns it and the step's figures
+        (device tensors, detached: no host sync): each loss term, unweighted, by name (``loss_*``), and the
+        teacher's collapse statistics (:meth:`teacher_figures`)."""
         lc = self.cfg.loss
         self.seed_drop_path(sched.step)
         mask = self.ibot_masks(crops.globals_, sched.step) if self.ibot_loss is not None else None
@@ -98,8 +98,8 @@ class DINOMethod(Method):
             terms["loss_ibot"] = self.ibot_loss(student.patch_out, teacher.patch_out, mask, sched.teacher_temp)
             loss = loss + lc.ibot_weight * terms["loss_ibot"]
         loss.backward()
-        self._targets = (teacher.out.detach(), center_used, sched.teacher_temp)
-        return loss.detach(), {name: term.detach() for name, term in terms.items()}
+        figures = {name: term.detach() for name, term in terms.items()}
+        return loss.detach(), {**figures, **self.teacher_figures(teacher.out.detach(), center_used, sched.teacher_temp)}
 
     def optimizer_step(self, sched: Schedule) -> None:
         """Clip, drop the frozen last layer's gradients, then the optimizer's update."""
@@ -115,16 +115,19 @@ class DINOMethod(Method):
     def after_update(self, sched: Schedule) -> None:
         self.update_teacher(sched.momentum)
 
-    def log_figures(self) -> dict[str, Tensor]:
-        """The last step's teacher entropy and the KL of its mean output to uniform (the monitor's input).
+    @staticmethod
+    def teacher_figures(teacher_out: Tensor, center: Tensor, teacher_temp: float) -> dict[str, Tensor]:
+        """This step's teacher entropy and KL of its mean output to uniform (the collapse monitor's input).
 
-        The teacher's own centred softmax, whatever ``loss.centering`` is: Sinkhorn-Knopp targets have a
-        uniform mean by construction (KL 0), which would read as a uniform collapse; the center is kept up
-        to date under Sinkhorn-Knopp too, so the thresholds mean the same thing.
+        Returned with every step's figures, so the engine averages them over the whole log interval (one
+        host sync per interval, as for the loss) instead of the monitor reading the interval's last batch.
+        Computed without gradient, random numbers or collectives: the training maths stay bit for bit
+        the same. The teacher's own centred softmax, whatever ``loss.centering`` is (the center is kept up
+        to date under Sinkhorn-Knopp too): Sinkhorn-Knopp's targets have a uniform mean by construction. Under
+        Sinkhorn-Knopp the centred softmax is nearly balanced on healthy runs as well, so the monitor reads
+        its entropy alone there (monitor.py).
         """
-        if self._targets is None:
-            raise RuntimeError("log_figures() before the first step")
-        entropy, kl = teacher_stats(*self._targets)
+        entropy, kl = teacher_stats(teacher_out, center, teacher_temp)
         return {"teacher_entropy": entropy, "kl_uniform": kl}
 
     def evaluated(self) -> list[Evaluated]:

@@ -13,6 +13,7 @@ is what a user watches; the full-length recipe is measured by benchmarks/learnin
 import json
 
 import pytest
+import yaml
 
 from dinolite.cli import main
 
@@ -34,4 +35,11 @@ def test_quickstart_recipe_learns_on_10k_images(tmp_path, fmnist_root, capsys):
     online = {r["step"]: r["knn_online"] for r in rows if "knn_online" in r}
     assert sorted(online) == [100, 200]
     assert online[200] >= random_init + MARGIN, (online, random_init)
+    # The monitor was active, and said nothing: its teacher checks counted from the step it wrote (the teacher
+    # left uniform, or the warm-up ended), its k-NN check from the end of the warm-up (117 of 468), before 200.
+    starts = [r["monitor_from_step"] for r in rows if "monitor_from_step" in r]
+    checked = [r["step"] for r in rows if "teacher_entropy" in r and starts and r["step"] >= starts[0]]
+    assert len(starts) == 1 and len(checked) >= 5, (starts, checked)  # at least one window of checks
+    warmup = round(yaml.safe_load((run / "config.yaml").read_text())["optim"]["warmup_fraction"] * 468)
+    assert warmup < 200  # the k-NN at step 200 was judged against random init
     assert not any("warnings" in r for r in rows)

@@ -137,7 +137,7 @@ def test_the_monitor_reads_the_centred_softmax_under_sinkhorn_knopp(tmp_path, mo
         calls.append((args[3:], kwargs))
         return teacher_stats(*args, **kwargs)
 
-    monkeypatch.setattr(dino, "teacher_stats", spy)  # DINOMethod.log_figures, the monitor's input
+    monkeypatch.setattr(dino, "teacher_stats", spy)  # DINOMethod.teacher_figures, every step: the monitor's input
     cfg = tiny_config(tmp_path, **{"loss.centering": "sinkhorn_knopp", "optim.epochs": 1, "eval.knn_at_end": False})
     train.pretrain(cfg, progress=False)
     assert len(calls) == 4 and all(extra == () and kwargs.get("centering", "center") == "center" for extra, kwargs in calls)

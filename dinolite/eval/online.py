@@ -37,6 +37,12 @@ class OnlineKNN:
         self.k, self.temperature, self.batch_size, self.num_workers = k, temperature, batch_size, num_workers
         self.num_classes = max(train_source.num_classes, test_source.num_classes)
 
+    @property
+    def queries(self) -> int:
+        """The test images each evaluation scores (fewer than ``n_queries`` on a smaller test split): what the
+        figure's noise depends on (the collapse monitor's margin)."""
+        return len(self.query_idx)
+
     @torch.no_grad()
     def __call__(self, backbone: nn.Module) -> float:
         """Top-1 (in %); every rank computes the same figure on its own (no collective)."""
