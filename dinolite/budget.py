@@ -13,9 +13,10 @@ import math
 
 from .errors import UserError
 
-# Kept back from the budget for checkpoints, the export, the metric lines and timing noise: a real
-# 10-minute quickstart ran its 710 planned steps about 6 % slower than the 8 timed ones.
-RESERVE = 0.08
+# Kept back from the budget at the start for checkpoints, the export, the metric lines and the usual drift: the
+# steps of a whole run are a few per cent slower than the 8 timed at its start (6 % on a 10-minute quickstart of
+# 710 steps; 8-12 % on the slower machines of this kind). A run that drifts further is re-planned (below).
+RESERVE = 0.05
 MIN_STEPS = 10
 
 
@@ -37,9 +38,16 @@ def steps_in_budget(budget_s: float, elapsed_s: float, step_s: float, final_eval
     return steps
 
 
+# A re-plan aims at the budget less this share (the last checkpoint, the export, the final lines), not at the
+# start's RESERVE: that reserve is there for the usual drift (the steps of a whole run are a few per cent slower
+# than the few timed at its start), so an ordinary run is never re-planned; one that falls further behind is.
+REPLAN_RESERVE = 0.02
 # Slack before re-planning, as a share of the budget: a log interval's step time varies by a few per cent,
-# and a re-plan bends the cosine schedules a little, so small deviations are left to the reserve.
+# and a re-plan bends the cosine schedules a little, so small deviations are left alone.
 REPLAN_TOLERANCE = 0.01
+# Log intervals whose steps give the step time a re-plan uses: recent enough to follow a slow-down within a
+# minute, long enough that one slow interval (a page fault storm, the first steps' allocations) does not cut.
+REPLAN_INTERVALS = 3
 
 
 def replan_steps(step: int, stop: int, left_s: float, step_s: float, online_eval_s: float = 0.0,

@@ -7,6 +7,7 @@ decisions, checkpoints and the run directory are the engine's (``dinolite/engine
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from .budget import REPLAN_TOLERANCE, RESERVE, replan_steps, steps_in_budget
+from .budget import REPLAN_INTERVALS, REPLAN_RESERVE, REPLAN_TOLERANCE, replan_steps, steps_in_budget
 from .config import Config, as_dict, read_saved_config, save_config
 from .data import build_loader, build_source
 from .data.base import Source
@@ -97,6 +98,8 @@ class Pretrainer:
         self.baselines: dict[str, float] = {}
         self.skipped = 0
         self._budget: dict[str, float] = {}  # set by plan_budget: what the kept budget is checked against
+        # (step, s/step, steps) of the recent log intervals: the step time a re-plan uses
+        self._intervals: deque[tuple[int, float, int]] = deque(maxlen=REPLAN_INTERVALS)
         self._resume()
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -219,7 +222,10 @@ class Pretrainer:
         left = record.pop("budget_left_s", None)
         if left is None:
             return stop
-        b, step_s, total = self._budget, record["step_seconds"], self.plan.total
+        steps = self.step - (self._intervals[-1][0] if self._intervals else self._first_step)
+        self._intervals.append((self.step, record["step_seconds"], steps))
+        b, total = self._budget, self.plan.total
+        step_s = sum(s * n for _, s, n in self._intervals) / max(1, sum(n for _, _, n in self._intervals))
         slower = max(1.0, step_s / b["step_s"])  # the evaluations slow down as the steps did
         online_every = self.cfg.eval.online_every if self.online is not None else 0
         new = replan_steps(self.step, total, left - b["final_eval_s"] * slower, step_s, b["online_s"] * slower,
@@ -293,7 +299,7 @@ class Pretrainer:
             steps = int(agreed)
         self.cfg.optim.total_steps = steps
         budget_s = self.cfg.train.budget_minutes * 60
-        self._budget = {"end": started + budget_s * (1 - RESERVE), "budget_s": budget_s, "step_s": step_s,
+        self._budget = {"end": started + budget_s * (1 - REPLAN_RESERVE), "budget_s": budget_s, "step_s": step_s,
                         "final_eval_s": final_eval_s, "online_s": online_s}
         if self.dist.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
