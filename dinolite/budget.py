@@ -42,23 +42,32 @@ def steps_in_budget(budget_s: float, elapsed_s: float, step_s: float, final_eval
 # start's RESERVE: that reserve is there for the usual drift (the steps of a whole run are a few per cent slower
 # than the few timed at its start), so an ordinary run is never re-planned; one that falls further behind is.
 REPLAN_RESERVE = 0.02
-# Slack before re-planning, as a share of the budget: a log interval's step time varies by a few per cent,
-# and a re-plan bends the cosine schedules a little, so small deviations are left alone.
+# Slack before re-planning, as a share of the budget: a log interval's step time varies by several per cent even
+# on an idle machine (0.9-1.14 s/step in one 10-minute quickstart), and each re-plan bends the cosine schedules a
+# little. A plan is cut when the steps left overrun the time left by more than this, and lengthened back (never
+# past the plan made at the start) when they leave twice this unused: without the way back, every slow stretch
+# would ratchet the plan down and the run would end a minute early.
 REPLAN_TOLERANCE = 0.01
+# ... or this share of the time left, when that is more: early in a run the step time of a few intervals says
+# little about the minutes to come, so small deviations wait; near the end the slack shrinks to the above.
+REPLAN_TOLERANCE_LEFT = 0.05
 # Log intervals whose steps give the step time a re-plan uses: recent enough to follow a slow-down within a
 # minute, long enough that one slow interval (a page fault storm, the first steps' allocations) does not cut.
 REPLAN_INTERVALS = 3
 
 
 def replan_steps(step: int, stop: int, left_s: float, step_s: float, online_eval_s: float = 0.0,
-                 online_every: int = 0, tolerance_s: float = 0.0) -> int:
-    """The stop that still ends the training within ``left_s`` seconds, at ``step_s`` per step from ``step``.
+                 online_every: int = 0, tolerance_s: float = 0.0, limit: int | None = None) -> int:
+    """The stop that ends the training within ``left_s`` seconds, at ``step_s`` per step from ``step``.
 
-    ``stop`` itself while the steps left fit (with ``tolerance_s`` of slack); otherwise as many steps as fit,
-    never fewer than none (the run then stops at ``step``). Never lengthens the plan: a run that sped up
-    ends early rather than bending its schedules the other way.
+    ``stop`` itself while the steps left fit with no more than ``tolerance_s`` over and no more than
+    ``2 * tolerance_s`` unused; otherwise as many steps as fit, at least none (the run then stops at
+    ``step``) and at most ``limit`` (the plan made at the start: a re-plan keeps the budget, it does not
+    make the run longer than its first plan).
     """
     per_step = step_s + (online_eval_s / online_every if online_every else 0.0)
-    if (stop - step) * per_step <= left_s + tolerance_s:
-        return stop
-    return step + max(0, min(stop - step, math.floor(left_s / per_step)))
+    need = (stop - step) * per_step
+    limit = stop if limit is None else max(limit, stop)
+    if need > left_s + tolerance_s or (need < left_s - 2 * tolerance_s and stop < limit):
+        return step + max(0, min(limit - step, math.floor(left_s / per_step)))
+    return stop

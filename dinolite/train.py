@@ -15,7 +15,14 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from .budget import REPLAN_INTERVALS, REPLAN_RESERVE, REPLAN_TOLERANCE, replan_steps, steps_in_budget
+from .budget import (
+    REPLAN_INTERVALS,
+    REPLAN_RESERVE,
+    REPLAN_TOLERANCE,
+    REPLAN_TOLERANCE_LEFT,
+    replan_steps,
+    steps_in_budget,
+)
 from .config import Config, as_dict, read_saved_config, save_config
 from .data import build_loader, build_source
 from .data.base import Source
@@ -216,9 +223,10 @@ class Pretrainer:
         return postfix
 
     def replan(self, record: dict, stop: int) -> int:
-        """Keep the time budget: when the steps left no longer fit in what is left of it at this interval's
-        step time, end the plan earlier (the schedules end with it) and record the new plan in config.yaml
-        and the metrics, so a resume continues it."""
+        """Keep the time budget: when the steps left no longer fit in what is left of it at the recent step time,
+        end the plan earlier (or, when a slow stretch has passed, later again, up to the plan made at the start;
+        ``budget.replan_steps``); the schedules end with the new plan, which is recorded in config.yaml and the
+        metrics so a resume continues it."""
         left = record.pop("budget_left_s", None)
         if left is None:
             return stop
@@ -229,16 +237,21 @@ class Pretrainer:
         slower = max(1.0, step_s / b["step_s"])  # the evaluations slow down as the steps did
         online_every = self.cfg.eval.online_every if self.online is not None else 0
         new = replan_steps(self.step, total, left - b["final_eval_s"] * slower, step_s, b["online_s"] * slower,
-                           online_every, REPLAN_TOLERANCE * b["budget_s"])
+                           online_every, max(REPLAN_TOLERANCE * b["budget_s"], REPLAN_TOLERANCE_LEFT * left),
+                           limit=int(b["planned"]))
         if new == total:
             return stop
         record["replan"] = {"from_steps": total, "to_steps": new, "step_s": round(step_s, 4),
                             "planned_step_s": round(b["step_s"], 4), "left_s": round(left, 1)}
         self.cfg.optim.total_steps = new
-        self._plan, self._stop = self.plan, min(stop, new)  # every span (warm-up, freeze) re-resolved on the new plan
+        # every span (warm-up, freeze) re-resolved on the new plan; train.stop_after_steps still stops earlier
+        self._plan, self._stop = self.plan, min(new, self.cfg.train.stop_after_steps or new)
+        for monitor in self._monitors.values():
+            monitor.warmup = self._plan.warmup
         if self.dist.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
-            tqdm.write(f"behind the time budget at step {self.step} ({step_s:.2f} s/step against {b['step_s']:.2f} "
+            where = "behind" if new < total else "ahead of"
+            tqdm.write(f"{where} the time budget at step {self.step} ({step_s:.2f} s/step against {b['step_s']:.2f} "
                        f"planned, {left:.0f} s left): re-planned {total} -> {new} steps, the schedules end with it")
         return self._stop
 
@@ -300,7 +313,7 @@ class Pretrainer:
         self.cfg.optim.total_steps = steps
         budget_s = self.cfg.train.budget_minutes * 60
         self._budget = {"end": started + budget_s * (1 - REPLAN_RESERVE), "budget_s": budget_s, "step_s": step_s,
-                        "final_eval_s": final_eval_s, "online_s": online_s}
+                        "final_eval_s": final_eval_s, "online_s": online_s, "planned": steps}
         if self.dist.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
         return (f"time budget {self.cfg.train.budget_minutes:g} min: {step_s:.2f} s/step measured here "

@@ -95,37 +95,40 @@ def test_replan_keeps_the_plan_while_the_steps_left_fit():
     assert replan_steps(60, 100, left_s=45, step_s=1.2) == 60 + 37
     assert replan_steps(60, 100, left_s=45, step_s=1.0, online_eval_s=10, online_every=5) == 60 + 15
     assert replan_steps(60, 100, left_s=-3, step_s=1.0) == 60  # past the budget: stop at this step
-    assert replan_steps(60, 100, left_s=500, step_s=0.1) == 100  # faster than planned: never lengthened
+    assert replan_steps(60, 100, left_s=500, step_s=0.1) == 100  # faster than planned: never past the plan
+    # a slow stretch has passed: lengthened back when twice the tolerance would go unused, up to the first plan
+    assert replan_steps(60, 80, left_s=30, step_s=1.0, tolerance_s=2, limit=100) == 90
+    assert replan_steps(60, 80, left_s=60, step_s=1.0, tolerance_s=2, limit=100) == 100
+    assert replan_steps(60, 80, left_s=23, step_s=1.0, tolerance_s=2, limit=100) == 80  # within the slack
 
 
 class FakeClock:
     """Seconds that pass only when a step runs: ``slow_from`` on, a step takes ``slow_s`` instead of ``fast_s``."""
 
-    def __init__(self, fast_s: float, slow_s: float, slow_from: int):
-        self.now, self.fast_s, self.slow_s, self.slow_from = 1000.0, fast_s, slow_s, slow_from
+    def __init__(self, fast_s: float, slow_s: float, slow_from: int, slow_until: int = 10**9):
+        self.now, self.fast_s, self.slow_s = 1000.0, fast_s, slow_s
+        self.slow_from, self.slow_until = slow_from, slow_until
 
     def time(self) -> float:
         return self.now
 
     def step(self, step: int) -> None:
-        self.now += self.slow_s if step >= self.slow_from else self.fast_s
+        self.now += self.slow_s if self.slow_from <= step < self.slow_until else self.fast_s
 
 
-def test_a_run_that_falls_behind_replans_and_ends_within_its_budget(tmp_path, monkeypatch):
-    """The machine slows down 3x from step 10 (an injected clock: the test does not depend on the machine's load).
-    The run re-plans at the next log step so that it ends within the budget, saves the new plan in config.yaml and
-    metrics.jsonl, its schedules end with it, and a resume continues the new plan."""
+def run_on_clock(tmp_path, monkeypatch, clock: FakeClock, planned: int = 40) -> tuple[list[dict], dict]:
+    """A tiny budget run (1 minute, ``planned`` steps of 1 s as timed at the start) whose steps take the time
+    ``clock`` says; returns its metrics records and the trainer (under "trainer")."""
     import json
     import types
 
     import dinolite.engine.loop
     import dinolite.train
 
-    clock = FakeClock(fast_s=1.0, slow_s=3.0, slow_from=10)
     for module in (dinolite.train, dinolite.engine.loop):
         monkeypatch.setattr(module, "time", types.SimpleNamespace(time=clock.time))
     monkeypatch.setattr(Pretrainer, "time_steps", lambda self: 1.0)
-    fixed_plan(monkeypatch, 40)  # 40 planned steps of 1 s in a 60 s budget
+    fixed_plan(monkeypatch, planned)
     run_step = Pretrainer.run_step
 
     def timed_step(self, batch):
@@ -133,21 +136,34 @@ def test_a_run_that_falls_behind_replans_and_ends_within_its_budget(tmp_path, mo
         return run_step(self, batch)
 
     monkeypatch.setattr(Pretrainer, "run_step", timed_step)
-    seen = {}
-    cfg = tiny_config(tmp_path / "run", **{"train.budget_minutes": 1, "eval.knn_at_end": False, "optim.epochs": 1000,
-                                           "train.log_every": 5, "optim.warmup_fraction": 0.1})
-    pretrain(cfg, progress=False, setup=lambda t: seen.setdefault("trainer", t), started=clock.time())
+    seen: dict = {}
+    pretrain(tiny_config(tmp_path / "run", **BUDGET_RUN), progress=False, setup=lambda t: seen.setdefault("trainer", t),
+             started=clock.time())
+    return [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()], seen
+
+
+BUDGET_RUN = {"train.budget_minutes": 1, "eval.knn_at_end": False, "optim.epochs": 1000, "train.log_every": 5,
+              "optim.warmup_fraction": 0.1}
+
+
+def test_a_run_that_falls_behind_replans_and_ends_within_its_budget(tmp_path, monkeypatch):
+    """The machine slows down 3x from step 10 (an injected clock: the test does not depend on the machine's load).
+    The run re-plans at the next log step so that it ends within the budget, saves the new plan in config.yaml and
+    metrics.jsonl, its schedules end with it, and a resume continues the new plan."""
+    clock = FakeClock(fast_s=1.0, slow_s=3.0, slow_from=10)
+    records, seen = run_on_clock(tmp_path, monkeypatch, clock)  # 40 planned steps of 1 s in a 60 s budget
+    cfg = seen["trainer"].cfg
     assert clock.now <= 1000.0 + 60 * (1 - REPLAN_RESERVE) + REPLAN_TOLERANCE * 60, clock.now - 1000
-    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     replans = [r for r in records if "replan" in r]
-    # first at step 12, the first log step after the slow-down (an epoch's end), then as the recent step time
-    # (the last 3 log intervals) catches up with the 3 s steps; each plan shorter than the one before
-    assert replans[0]["step"] == 12 and replans[0]["replan"]["from_steps"] == 40
+    # at step 12, the first log step after the slow-down (an epoch's end), the last 3 intervals' 1.57 s/step
+    # overrun the 42.8 s left by less than the slack (5 % of the time left); at step 15 (2.43 s/step) they do.
+    # Then cut again as the recent step time catches up with the 3 s steps: each plan shorter than the one before
+    assert replans[0]["step"] == 15 and replans[0]["replan"]["from_steps"] == 40
     plans = [40] + [r["replan"]["to_steps"] for r in replans]
     assert plans == sorted(plans, reverse=True) and len(set(plans)) == len(plans)
     final = plans[-1]
-    # 16 s spent by step 12, 42.8 s left: 14 steps of 3 s fit, the run is not cut shorter than that
-    assert final == 12 + 14
+    # 25 s spent by step 15, 33.8 s left: 11 steps of 3 s fit, the run is not cut shorter than that
+    assert final == 15 + 11
     assert records[-1]["step"] == final and OmegaConf.load(tmp_path / "run" / "config.yaml").optim.total_steps == final
     trainer = seen["trainer"]
     assert trainer.plan.total == final and trainer.plan.warmup == round(0.1 * final)
@@ -155,7 +171,20 @@ def test_a_run_that_falls_behind_replans_and_ends_within_its_budget(tmp_path, mo
     assert records[-1]["lr"] == pytest.approx(trainer.method.schedule(final - 1, trainer.plan).lr)
     assert records[-1]["lr"] < trainer.method.schedule(final - 1, Plan.of(cfg.optim.__class__(**{**vars(cfg.optim),
                                                                    "total_steps": 40}), cfg.loss, 4)).lr
-    resumed = Pretrainer(tiny_config(tmp_path / "run", **{"train.budget_minutes": 1, "eval.knn_at_end": False,
-                                                          "optim.epochs": 1000, "train.log_every": 5,
-                                                          "optim.warmup_fraction": 0.1}), progress=False)
+    resumed = Pretrainer(tiny_config(tmp_path / "run", **BUDGET_RUN), progress=False)
     assert resumed.total_steps == final and resumed.step == final
+
+
+def test_a_slow_stretch_cuts_the_plan_and_its_end_gives_steps_back(tmp_path, monkeypatch):
+    """Steps 10-17 take 3 s, the others 1 s: the plan is cut during the slow stretch and lengthened again after it
+    (never past the 40 steps planned at the start), so a passing slow-down does not leave the budget unused."""
+    clock = FakeClock(fast_s=1.0, slow_s=3.0, slow_from=10, slow_until=18)
+    records, _ = run_on_clock(tmp_path, monkeypatch, clock)
+    plans = [40] + [r["replan"]["to_steps"] for r in records if "replan" in r]
+    low = min(plans)
+    assert low < 40 and plans.index(low) < len(plans) - 1 and plans[-1] > low  # cut, then given back
+    assert max(plans[1:]) <= 40
+    assert clock.now <= 1000.0 + 60 * (1 - REPLAN_RESERVE) + REPLAN_TOLERANCE * 60, clock.now - 1000
+    # within 2 tolerances (and a step) of the budget's end: the time given back was used
+    assert clock.now >= 1000.0 + 60 * (1 - REPLAN_RESERVE) - 2 * REPLAN_TOLERANCE * 60 - 1 - 1, clock.now - 1000
+    assert records[-1]["step"] == plans[-1]
