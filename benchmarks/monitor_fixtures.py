@@ -1,7 +1,7 @@
 """The collapse monitor on recorded runs: how early it fires on each failing run (as a share of the run's
 planned steps) and that it stays quiet on the healthy ones; and the tool that trims a run into a fixture.
 
-    python benchmarks/monitor_fixtures.py              # the table of docs/learning.md, "The monitor"
+    python benchmarks/monitor_fixtures.py              # the table of docs/learning.md, "The monitor", and its JSON
     python benchmarks/monitor_fixtures.py trim RUN_DIR tests/fixtures/NAME.jsonl --expect "uniform collapse" \\
         --run lr1 --note "what the run showed" --command "dinolite pretrain ..."
 
@@ -94,6 +94,28 @@ def trim(run_dir: Path, out: Path, expect: str | None, run: str, note: str, comm
     return header
 
 
+def results(paths: list[Path]) -> list[dict]:
+    """The table's figures per fixture, with what the run showed (its online k-NN beside random init, the
+    teacher's entropy as a share of ln K), for benchmarks/results/monitor.json."""
+    import math
+
+    out = []
+    for path in paths:
+        header, records, fired = replay_fixture(path)
+        total, ln_k = header["total_steps"], math.log(header["out_dim"])
+        expected = [step for step, w in fired if kind(w) == header["expect"]]
+        entropy = [r["teacher_entropy"] / ln_k for r in records if "teacher_entropy" in r]
+        out.append({"fixture": path.stem, "run": header["run"], "centering": header["centering"],
+                    "expect": header["expect"], "planned_steps": total, "recorded_to": records[-1]["step"],
+                    "warnings": [{"step": step, "kind": kind(w), "share": round(step / total, 2)} for step, w in fired],
+                    "expected_kind_share": round(expected[0] / total, 2) if expected else None,
+                    "knn_online_random_init": header.get("knn_online_random_init"),
+                    "knn_online": [[r["step"], r["knn_online"]] for r in records if "knn_online" in r],
+                    "entropy_share_of_ln_k": [round(min(entropy), 2), round(max(entropy), 2)] if entropy else None,
+                    "command": header.get("command", "")})
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action")
@@ -104,11 +126,21 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--run", required=True, help="the run's name (docs/learning.md)")
     t.add_argument("--note", default="")
     t.add_argument("--command", default="", help="the dinolite command that recorded it")
+    parser.add_argument("--json", default="benchmarks/results/monitor.json",
+                        help="where the table's figures go ('' for none)")
     args = parser.parse_args(argv)
     if args.action == "trim":
         print(json.dumps(trim(args.run_dir, args.out, args.expect, args.run, args.note, args.command), indent=1))
         return 0
-    print(table(sorted(FIXTURES.glob("*.jsonl"))))
+    paths = sorted(FIXTURES.glob("*.jsonl"))
+    print(table(paths))
+    if args.json:
+        sys.path.insert(0, str(ROOT / "benchmarks"))
+        from provenance import provenance
+
+        Path(args.json).write_text(json.dumps({"results": results(paths), "provenance": provenance(recipe=None)},
+                                              indent=1))
+        print(f"written to {args.json}")
     return 0
 
 

@@ -107,6 +107,10 @@ class Pretrainer:
         self._budget: dict[str, float] = {}  # set by plan_budget: what the kept budget is checked against
         # (step, s/step, steps) of the recent log intervals: the step time a re-plan uses
         self._intervals: deque[tuple[int, float, int]] = deque(maxlen=REPLAN_INTERVALS)
+        # set by fit(): the plan the steps run on, where this fit started and stops, one monitor per backbone
+        self._plan: Plan | None = None
+        self._first_step = self._stop = 0
+        self._monitors: dict[str, CollapseMonitor] = {}
         self._resume()
 
     # ---- checkpoints -------------------------------------------------------------------------
@@ -182,7 +186,7 @@ class Pretrainer:
         return self.loader.epoch(epoch, start)
 
     def run_step(self, batch: tuple) -> StepOut:
-        self._sched = sched = self.method.schedule(self.step, self._plan)
+        self._sched = sched = self.method.schedule(self.step, self._plan or self.plan)
         loss, terms = self.method.train_step(self.method.make_crops(batch[0], batch[1], self.step), sched)
         return StepOut(loss, terms)
 
@@ -245,9 +249,10 @@ class Pretrainer:
                             "planned_step_s": round(b["step_s"], 4), "left_s": round(left, 1)}
         self.cfg.optim.total_steps = new
         # every span (warm-up, freeze) re-resolved on the new plan; train.stop_after_steps still stops earlier
-        self._plan, self._stop = self.plan, min(new, self.cfg.train.stop_after_steps or new)
+        self._plan = plan = self.plan
+        self._stop = min(new, self.cfg.train.stop_after_steps or new)
         for monitor in self._monitors.values():
-            monitor.warmup = self._plan.warmup
+            monitor.warmup = plan.warmup
         if self.dist.is_main:
             save_config(self.cfg, self.run_dir / "config.yaml")
             where = "behind" if new < total else "ahead of"
