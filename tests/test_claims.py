@@ -5,7 +5,8 @@ a benchmark carries an HTML comment ``<!-- from benchmarks/results/NAME.json -->
 line or on the line right below it (no blank line between). Several files are separated by commas; a file
 may be narrowed to one of its entries with ``#key`` (dotted for nested keys, list positions as numbers:
 ``benchmarks/results/quickstart.json#idle``). In the block (its non-blank lines around the comment), every
-checked figure must equal one of the numbers of those JSONs rounded to the decimals written, sign ignored:
+checked figure must equal one of the numbers of those JSONs (or a decimal inside one of their strings: a
+run's printed lines, recorded as they came) rounded to the decimals written, sign ignored:
 
 - a number with a decimal point followed by ``%`` (``81.01 %``, ``**77.73 %**``, ``68.0 %``);
 - a number with a decimal point followed by ``points`` / ``point`` / ``pp`` (``3.6 points``);
@@ -76,6 +77,8 @@ def json_numbers(value) -> list[float]:
         return [x for v in value.values() for x in json_numbers(v)]
     if isinstance(value, list):
         return [x for v in value for x in json_numbers(v)]
+    if isinstance(value, str):  # a run's printed lines, recorded as they came, are evidence of what they print
+        return [float(m) for m in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", value)]
     return []
 
 
