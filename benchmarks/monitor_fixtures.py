@@ -53,23 +53,6 @@ def at(step: int, total: int) -> str:
     return f"step {step} ({step / total:.0%})"
 
 
-def table(paths: list[Path]) -> str:
-    """Per fixture: the first warning and the first of the expected kind, at which step and share of the planned
-    run; healthy runs: none over the steps recorded."""
-    lines = ["| fixture | run | centering | expected | first warning | expected kind at | planned steps "
-             "| recorded to |",
-             "| --- | --- | --- | --- | --- | --- | ---: | ---: |"]
-    for path in paths:
-        header, records, fired = replay_fixture(path)
-        total = header["total_steps"]
-        first = f"{kind(fired[0][1])}, {at(fired[0][0], total)}" if fired else "none"
-        expected = [step for step, w in fired if kind(w) == header["expect"]]
-        exp = at(expected[0], total) if expected else "-"
-        lines.append(f"| {path.stem} | {header['run']} | {header['centering']} "
-                     f"| {header['expect'] or 'none (healthy)'} | {first} | {exp} | {total} | {records[-1]['step']} |")
-    return "\n".join(lines)
-
-
 def trim(run_dir: Path, out: Path, expect: str | None, run: str, note: str, command: str) -> dict:
     """``run_dir``'s metrics.jsonl as a fixture with its header (read from config.yaml and baselines.json)."""
     from dinolite.schedules import span_steps
@@ -116,6 +99,22 @@ def results(paths: list[Path]) -> list[dict]:
     return out
 
 
+def table(rows: list[dict]) -> str:
+    """Per fixture (a row of :func:`results`): the first warning and the first of the expected kind, at which step
+    and share of the planned run; healthy runs: none over the steps recorded."""
+    lines = ["| fixture | run | centering | expected | first warning | expected kind at | planned steps "
+             "| recorded to |",
+             "| --- | --- | --- | --- | --- | --- | ---: | ---: |"]
+    for r in rows:
+        total, fired = r["planned_steps"], r["warnings"]
+        first = f"{fired[0]['kind']}, {at(fired[0]['step'], total)}" if fired else "none"
+        expected = [w["step"] for w in fired if w["kind"] == r["expect"]]
+        exp = at(expected[0], total) if expected else "-"
+        lines.append(f"| {r['fixture']} | {r['run']} | {r['centering']} | {r['expect'] or 'none (healthy)'} "
+                     f"| {first} | {exp} | {total} | {r['recorded_to']} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action")
@@ -132,13 +131,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.action == "trim":
         print(json.dumps(trim(args.run_dir, args.out, args.expect, args.run, args.note, args.command), indent=1))
         return 0
-    paths = sorted(FIXTURES.glob("*.jsonl"))
-    print(table(paths))
+    rows = results(sorted(FIXTURES.glob("*.jsonl")))
+    print(table(rows))
     if args.json:
         sys.path.insert(0, str(ROOT / "benchmarks"))
         from provenance import provenance
 
-        Path(args.json).write_text(json.dumps({"results": results(paths), "provenance": provenance(recipe=None)},
+        Path(args.json).write_text(json.dumps({"results": rows, "provenance": provenance(recipe=None)},
                                               indent=1))
         print(f"written to {args.json}")
     return 0

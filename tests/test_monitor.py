@@ -188,6 +188,6 @@ def test_the_pretraining_run_gives_the_monitor_its_queries_warmup_and_centering(
 
 
 if __name__ == "__main__":  # the table of docs/learning.md, "The monitor"
-    from monitor_fixtures import table
+    from monitor_fixtures import results, table
 
-    print(table(FIXTURES))
+    print(table(results(FIXTURES)))
