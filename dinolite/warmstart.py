@@ -19,6 +19,7 @@ from torch import Tensor
 from .dino import DINOMethod
 from .engine import checkpoint as ckpt
 from .errors import UserError
+from .statedict import key_problems
 from .weights import bare_name, read_weights_file
 
 # The reference code's weight-norm names (torch.nn.utils.weight_norm) and dinolite's (parametrizations).
@@ -95,21 +96,11 @@ def read_init(path: str | Path) -> InitWeights:
 
 def _fit(name: str, own: dict[str, Tensor], given: dict[str, Tensor], init: InitWeights) -> dict[str, Tensor]:
     """``given`` checked against the model's own state: one line naming every key that does not fit."""
-    lacking = [k for k in own if k not in given]
-    fresh = [k for k in lacking if k.startswith(_OPTIONAL)]
-    missing = [k for k in lacking if k not in fresh]
-    unexpected = [k for k in given if k not in own]
-    shapes = [f"{k} {tuple(given[k].shape)} in the file, {tuple(own[k].shape)} here"
-              for k in own if k in given and given[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        def few(xs: list[str]) -> str:
-            return "; ".join(xs[:4]) + (f" (+{len(xs) - 4} more)" if len(xs) > 4 else "")
-
-        parts = [f"shapes differ: {few(shapes)}" if shapes else "", f"missing: {few(missing)}" if missing else "",
-                 f"not in this model: {few(unexpected)}" if unexpected else ""]
-        raise UserError(f"model.init={init.source}: its {name} does not fit this config's model "
-                        f"({', '.join(p for p in parts if p)}); set the model.* keys to the checkpoint's "
-                        f"architecture and head")
+    problems = key_problems(own, given, _OPTIONAL)
+    if problems:
+        raise UserError(f"model.init={init.source}: its {name} does not fit this config's model ({problems}); "
+                        f"set the model.* keys to the checkpoint's architecture and head")
+    fresh = [k for k in own if k not in given and k.startswith(_OPTIONAL)]
     init.started_fresh += [f"{name}.{k}" for k in fresh]
     return {**own, **given}
 

@@ -28,6 +28,7 @@ from .config import Config, read_saved_config
 from .engine import checkpoint as ckpt
 from .errors import UserError
 from .models import backbone_kwargs
+from .statedict import key_problems
 
 EXPORT_JSON = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"
@@ -186,17 +187,11 @@ def infer_vit_kwargs(state: dict) -> tuple[str, dict]:
 
 
 def load_into(model: nn.Module, state: dict, source: Path) -> None:
-    """Strict load with a one-line error that lists missing and unexpected keys."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
-              if k in state and state[k].shape != own[k].shape]
-    if missing or unexpected or shapes:
-        def few(xs):
-            return ", ".join(xs[:6]) + (f" (+{len(xs) - 6} more)" if len(xs) > 6 else "") if xs else "none"
-        raise UserError(f"{source} does not fit the {type(model).__name__}: missing keys: {few(missing)}; "
-                        f"unexpected keys: {few(unexpected)}; shape mismatches: {few(shapes)}")
+    """Strict load with a one-line error naming the keys that do not fit (``statedict.key_problems``)."""
+    problems = key_problems(model.state_dict(), state)
+    if problems:
+        raise UserError(f"{source} does not fit the {type(model).__name__} ({problems}): pass weights of this "
+                        f"architecture")
     model.load_state_dict(state)
 
 

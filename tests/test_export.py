@@ -291,7 +291,7 @@ def test_official_checkpoint_that_does_not_fit_lists_missing_and_unexpected_keys
     del state["blocks.1.norm1.weight"]
     state["blocks.1.extra.weight"] = torch.zeros(3)
     torch.save({"teacher": {f"backbone.{k}": v for k, v in state.items()}}, tmp_path / "bad.pth")
-    keys = r"missing keys: blocks\.1\.norm1\.weight; unexpected keys: blocks\.1\.extra\.weight"
+    keys = r"missing: blocks\.1\.norm1\.weight, not in this model: blocks\.1\.extra\.weight"
     with pytest.raises(UserError, match=keys):
         load_backbone(tmp_path / "bad.pth")
 
