@@ -72,6 +72,9 @@ class ModelConfig:
     depth: int | None = None
     num_heads: int | None = None
     reg_tokens: int | None = None  # register tokens (Darcet et al. 2024); excluded from CLS and attention maps
+    mlp_ratio: float | None = None  # ViT: MLP width over embed_dim (None = timm's)
+    init_values: float | None = None  # ViT: layer scale's initial value (dinov2's 1e-5; None = timm's, no layer scale)
+    no_embed_class: bool | None = None  # ViT: the class and register tokens get no position embedding (dinov2 + reg)
     drop_path_rate: float = 0.1  # student only; the teacher has none
     out_dim: int = 65536
     hidden_dim: int = 2048
@@ -82,6 +85,14 @@ class ModelConfig:
     # the reference DINO code (student, teacher, dino_loss). Its student, teacher, heads and centers are taken;
     # the optimizer, the step and the schedules start afresh. "" = random initialisation.
     init: str = ""
+    # model.init from a backbone alone (an export, a timm / DINOv2 / Hugging Face file, docs/reuse.md): the heads
+    # start random, so they learn before they teach. None = the default for a backbone-only source (in brackets);
+    # a full checkpoint (with heads) uses 0, 1, 1. The resolved values are saved in the run's config.yaml.
+    init_head_warmup: float | None = None  # fraction of the run with the backbone frozen, heads learning (0.1)
+    init_backbone_lr: float | None = None  # after it, the backbone's LR relative to the heads' (0.2)
+    init_layer_decay: float | None = None  # and block i's LR times this ** (depth - i), as in fine-tuning (0.75)
+    init_teacher_copy: bool = True  # at the unfreeze the teacher becomes a copy of the student (trained heads)
+    init_recenter: bool = True  # and the center restarts from that step's teacher mean, not the stale EMA
 
 
 @dataclass
@@ -374,9 +385,16 @@ def validate(cfg: Config) -> None:
         (m.embed_dim is None or m.num_heads is None or m.num_heads < 1 or m.embed_dim % m.num_heads == 0,
          f"model.embed_dim ({m.embed_dim}) must be a multiple of model.num_heads ({m.num_heads})"),
         (m.reg_tokens is None or m.reg_tokens >= 0, "model.reg_tokens must be >= 0"),
+        (m.mlp_ratio is None or (finite(m.mlp_ratio) and m.mlp_ratio > 0), "model.mlp_ratio must be > 0"),
+        (m.init_head_warmup is None or 0 <= m.init_head_warmup < 1, "model.init_head_warmup must be in [0, 1)"),
+        (m.init_backbone_lr is None or (finite(m.init_backbone_lr) and 0 < m.init_backbone_lr <= 1),
+         "model.init_backbone_lr must be in (0, 1]"),
+        (m.init_layer_decay is None or (finite(m.init_layer_decay) and 0 < m.init_layer_decay <= 1),
+         "model.init_layer_decay must be in (0, 1]"),
         *_distill_checks(cfg),
         (not m.init or Path(m.init).exists(),
-         f"model.init={m.init} not found: pass a dinolite run directory or checkpoint, or a DINO full checkpoint"),
+         f"model.init={m.init} not found: pass a dinolite run or checkpoint, a DINO full checkpoint, or a backbone "
+         f"(export, timm / DINOv2 weights, Hugging Face folder)"),
         (finite(m.drop_path_rate) and 0 <= m.drop_path_rate < 1,
          f"model.drop_path_rate must be in [0, 1), not {m.drop_path_rate}"),
         (m.out_dim >= 2 and m.head_layers >= 1, "model.out_dim must be >= 2 and model.head_layers >= 1"),

@@ -58,7 +58,9 @@ class DINOMethod(Method):
                                   lc.sinkhorn_iterations).to(self.device)
         self.ibot_loss = IBOTPatchLoss(cfg.model.out_dim, lc.student_temp, lc.center_momentum, lc.centering,
                                        lc.sinkhorn_iterations).to(self.device) if ibot else None
-        self.optimizer = build_optimizer(self.student_module, self.device, cfg.optim.optimizer)
+        m = cfg.model  # a backbone-only model.init: the backbone slower than the fresh heads (dinolite.reuse)
+        self.optimizer = build_optimizer(self.student_module, self.device, cfg.optim.optimizer,
+                                         m.init_backbone_lr or 1.0, m.init_layer_decay or 1.0)
 
     # ---- the step ----------------------------------------------------------------------------
     def ibot_masks(self, globals_: Tensor, step: int) -> Tensor:
@@ -79,6 +81,9 @@ class DINOMethod(Method):
         lc = self.cfg.loss
         self.seed_drop_path(sched.step)
         mask = self.ibot_masks(crops.globals_, sched.step) if self.ibot_loss is not None else None
+        if sched.unfreeze and self.cfg.model.init_teacher_copy:  # the heads have learned: the teacher takes them
+            with torch.no_grad():
+                self.teacher.load_state_dict(self.student_module.state_dict())
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
             with torch.no_grad():  # the teacher sees the global views only, unmasked
                 teacher = self.teacher([crops.globals_], select=mask, return_features=True)
@@ -86,6 +91,10 @@ class DINOMethod(Method):
             student = self.student(crops.by_resolution(), mask=mask, select=mask, return_features=True)
         # The loss updates the center after using it (the teacher's targets of this step are centred with
         # the center of the previous steps); the monitor's statistics need the center that was used.
+        if sched.unfreeze and self.cfg.model.init_recenter:  # the old center followed the warm-up's teacher
+            self.dino_loss.update_center(teacher.out, momentum=0.0)
+            if self.ibot_loss is not None and teacher.patch_out is not None:
+                self.ibot_loss.update_center(teacher.patch_out, momentum=0.0)
         center_used = self.dino_loss.center.clone()
         terms = {"loss_dino": self.dino_loss(student.out, teacher.out, sched.teacher_temp)}
         loss = terms["loss_dino"]
@@ -102,7 +111,10 @@ class DINOMethod(Method):
         return loss.detach(), {**figures, **self.teacher_figures(teacher.out.detach(), center_used, sched.teacher_temp)}
 
     def optimizer_step(self, sched: Schedule) -> None:
-        """Clip, drop the frozen last layer's gradients, then the optimizer's update."""
+        """Drop a frozen backbone's gradients, clip, drop the frozen last layer's gradients, then the update."""
+        if sched.backbone_frozen:  # no update, no weight decay, no share of the clipping norm
+            for p in self.student_module.backbone.parameters():
+                p.grad = None
         if self.cfg.optim.clip_grad > 0:
             nn.utils.clip_grad_norm_(self.student_module.parameters(), self.cfg.optim.clip_grad)
         cancel_last_layer_grads(self.student_module.head.last_layer, sched.freeze_last_layer)

@@ -121,16 +121,18 @@ class CenteredLoss(nn.Module):
         return teacher_targets(teacher_out, self.center, teacher_temp, self.centering, self.sinkhorn_iterations)
 
     @torch.no_grad()
-    def update_center(self, teacher_out: Tensor) -> None:
+    def update_center(self, teacher_out: Tensor, momentum: float | None = None) -> None:
         """center <- m * center + (1 - m) * mean teacher output over the rows of the global batch (ranks may
-        hold different numbers of rows, as iBOT's masked patches; none anywhere leaves the center as it is)."""
+        hold different numbers of rows, as iBOT's masked patches; none anywhere leaves the center as it is).
+        ``momentum`` 0 restarts the center from this batch (a continued run's unfreeze, ``dinolite.reuse``)."""
         stats = torch.cat([teacher_out.to(self.center.dtype).sum(dim=0),
                            self.center.new_tensor([float(teacher_out.shape[0])])])
         if dist.is_available() and dist.is_initialized():
             dist.all_reduce(stats)
         count = stats[-1]
         mean = stats[:-1].unsqueeze(0) / count.clamp_min(1.0)
-        moved = self.center * self.center_momentum + mean * (1 - self.center_momentum)
+        m = self.center_momentum if momentum is None else momentum
+        moved = self.center * m + mean * (1 - m)
         self.center.copy_(torch.where(count > 0, moved, self.center))
 
 

@@ -37,12 +37,15 @@ class Schedule:
     momentum: float  # the EMA teacher's momentum after this step (DINO)
     teacher_temp: float
     freeze_last_layer: bool = False  # the head's last layer gets no update at this step
+    backbone_frozen: bool = False  # model.init from a backbone alone: the heads learn, the backbone waits
+    unfreeze: bool = False  # the first step after that warm-up (teacher copied, center restarted)
 
     @classmethod
     def at(cls, cfg: Config, step: int, plan: Plan, global_batch: int) -> Schedule:
         """The recipe's schedules at ``step`` of ``plan``; the peak LR follows the linear scaling rule
         (``optim.lr`` is for a global batch of 256)."""
         o, total = cfg.optim, plan.total
+        warm = int(round((cfg.model.init_head_warmup or 0.0) * total))
         return cls(
             step=step,
             lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, plan.warmup),
@@ -51,6 +54,8 @@ class Schedule:
             teacher_temp=teacher_temperature(step, plan.teacher_temp_warmup, cfg.loss.warmup_teacher_temp,
                                              cfg.loss.teacher_temp),
             freeze_last_layer=step < plan.freeze_last_layer,
+            backbone_frozen=step < warm,
+            unfreeze=warm > 0 and step == warm,
         )
 
 
@@ -154,6 +159,9 @@ def build_method(cfg: Config, in_chans: int, device: torch.device | str = "cpu",
     from .dino import DINOMethod
     from .distill import DistillMethod
 
+    from .reuse import adopt_source
+
+    adopt_source(cfg)  # a backbone-only model.init: its architecture and the head warm-up's settings
     if cfg.distill.teacher:
         if models is not None:
             raise ValueError("models= replaces DINO's student / teacher pair; a distillation recipe lists its "
@@ -162,6 +170,10 @@ def build_method(cfg: Config, in_chans: int, device: torch.device | str = "cpu",
     method = DINOMethod(cfg, in_chans, device, dist, models=models)
     if not (init and cfg.model.init):
         return method, ""
+    from .reuse import apply_backbone, cached_backbone
     from .warmstart import apply_init, read_init
 
+    backbone = cached_backbone(cfg)
+    if backbone is not None:
+        return method, apply_backbone(method, backbone)
     return method, apply_init(method, read_init(cfg.model.init))

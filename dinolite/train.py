@@ -39,6 +39,7 @@ from .loggers import MetricsWriter
 from .method import build_method
 from .models import backbone_kwargs
 from .monitor import CollapseMonitor
+from .reuse import adopt_source
 from .schedules import Plan
 from .weights import BackboneSpec
 
@@ -55,7 +56,8 @@ def check_channels(cfg: Config, source: Source) -> None:
 # A resume may not change these (the checkpoints' shapes, the crops, the data), and needs
 # train.resume_schedule_change=true for those (the schedules' length); see engine/rundir.py.
 FIXED_ON_RESUME = ("model.arch", "model.patch_size", "model.embed_dim", "model.depth", "model.num_heads",
-                   "model.reg_tokens", "model.out_dim", "model.hidden_dim", "model.bottleneck_dim", "model.head_layers",
+                   "model.reg_tokens", "model.mlp_ratio", "model.init_values", "model.no_embed_class", "model.out_dim",
+                   "model.hidden_dim", "model.bottleneck_dim", "model.head_layers",
                    "model.norm_last_layer", "augment.global_crops_size", "augment.local_crops_size",
                    "augment.local_crops_number", "data.source", "data.root", "data.train_dir",
                    "loss.ibot_separate_head", "model.init", "distill.teacher", "distill.teacher_arch",
@@ -77,6 +79,7 @@ class Pretrainer:
         # The run directory's checks first (another recipe, a resume that changes the model), then the parts;
         # nothing is written until the data, the method and model.init have been read without error.
         _adopt_budget_plan(cfg)
+        adopt_source(cfg)  # a backbone-only model.init gives the architecture (before the run directory's checks)
         check_run_dir(cfg, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
         self.source = build_source(cfg.data, "train")
         check_channels(cfg, self.source)

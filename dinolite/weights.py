@@ -1,5 +1,6 @@
 """Find a backbone's weights wherever they are: a run directory, a dinolite checkpoint, an export,
-the run's ``teacher_backbone.safetensors``, or an official DINO checkpoint (facebookresearch/dino).
+the run's ``teacher_backbone.safetensors``, an official DINO checkpoint (facebookresearch/dino), an official
+DINOv2 backbone or a Hugging Face ``transformers`` folder (``dinolite.layouts``).
 
 Everything is read without executing code: ``.pt``/``.pth`` files through ``torch.load(...,
 weights_only=True)`` and ``.safetensors`` files through safetensors. The result is a timm
@@ -27,6 +28,7 @@ from torch import nn
 from .config import Config, read_saved_config
 from .engine import checkpoint as ckpt
 from .errors import UserError
+from .layouts import dinov2, hf
 from .models import backbone_kwargs
 from .statedict import key_problems
 
@@ -221,6 +223,10 @@ def _from_object(obj, meta: dict, path: Path, checkpoint_key: str, cfg: Config |
         kwargs = check_timm_kwargs(raw, path)
         cfg = cfg or _run_config_near(path)
         return BackboneSpec(meta["arch"], kwargs, obj, path, "dinolite-export", cfg)
+    bare = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
+    if _is_tensor_dict(bare) and dinov2.is_dinov2(strip_prefixes(bare)):  # an official DINOv2 backbone
+        state, _ = dinov2.to_timm(strip_prefixes(bare), path)
+        return layout_spec(state, dinov2.vit_fields(state), path, "dinov2-official")
     state, kind = pick_state(obj, checkpoint_key, path)
     if kind == "dinolite-checkpoint":
         cfg = cfg or cast(Config, OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), obj["config"])))
@@ -228,6 +234,26 @@ def _from_object(obj, meta: dict, path: Path, checkpoint_key: str, cfg: Config |
         return BackboneSpec(cfg.model.arch, kwargs, state, path, kind, cfg)
     arch, kwargs = infer_vit_kwargs(state)
     return BackboneSpec(arch, kwargs, state, path, kind, None, pos_interp="dino")
+
+
+def layout_spec(state: dict, fields: dict, path: Path, kind: str) -> BackboneSpec:
+    """The spec of a timm-named ViT state dict whose ``model.*`` fields a layout gave (DINOv2, Hugging Face),
+    built at the grid and channels of its position and patch embeddings."""
+    prefix = 0 if fields.get("no_embed_class") else 1 + int(fields.get("reg_tokens") or 0)
+    grid = round((state["pos_embed"].shape[1] - prefix) ** 0.5) if "pos_embed" in state else 14
+    kwargs = dict(num_classes=0, dynamic_img_size=True, img_size=grid * fields["patch_size"],
+                  in_chans=int(state["patch_embed.proj.weight"].shape[1]),
+                  **{k: v for k, v in fields.items() if k != "arch" and v is not None})
+    return BackboneSpec(fields["arch"], kwargs, state, path, kind)
+
+
+def _hf_spec(folder: Path) -> BackboneSpec:
+    info = hf.read_config(folder)
+    weights = folder / EXPORT_WEIGHTS
+    if not weights.is_file():
+        raise UserError(f"{folder} holds no {EXPORT_WEIGHTS}: save the model with safe_serialization=True")
+    state, _ = hf.to_timm(read_weights_file(weights)[0], info, weights)
+    return layout_spec(state, hf.model_fields(info), weights, f"hf-{info['model_type']}")
 
 
 def _run_config_near(path: Path) -> Config | None:
@@ -317,6 +343,8 @@ def resolve(path: str | Path, checkpoint_key: str = "teacher") -> BackboneSpec:
         raise UserError(f"--checkpoint-key must be teacher or student, not {checkpoint_key!r}")
     path = Path(path)
     if path.is_dir():
+        if hf.is_hf_folder(path):
+            return _hf_spec(path)
         if (path / EXPORT_JSON).is_file():
             return _from_export_dir(path)
         return _from_run_dir(path, checkpoint_key)
