@@ -24,6 +24,16 @@ def run(args: argparse.Namespace) -> int:
     if args.onnx:
         require_onnx()
     spec = resolve(args.target, args.checkpoint_key)
+    if args.hf:
+        from ..layouts.hf_export import export_hf
+
+        if args.onnx:
+            raise UserError("--hf writes a transformers folder; export ONNX to another --out without --hf")
+        diff = export_hf(spec.build(), int(spec.kwargs.get("in_chans", 3)), Path(args.out))
+        print(f"exported the {spec.kind} {args.checkpoint_key} backbone of {spec.source} to {args.out} as a "
+              f"transformers model: AutoModel.from_pretrained('{args.out}') loads it; its features are "
+              f"last_hidden_state[:, 0] (timm's to {diff:.2g})")
+        return 0
     if args.pos_interp != "auto":
         spec.pos_interp = args.pos_interp  # how the ONNX graph's position embeddings follow --onnx-size
     model = spec.build()  # fails with the list of missing/unexpected keys before anything is written
@@ -55,6 +65,9 @@ def register(sub) -> None:
     p.add_argument("--onnx", action="store_true",
                    help="also write DIR/model.onnx (dynamic batch, fixed image size), checked against torch with "
                         "onnxruntime; needs pip install 'dinolite[onnx]'")
+    p.add_argument("--hf", action="store_true",
+                   help="write a Hugging Face transformers folder instead (ViT, DINOv2 or DINOv2 with registers), "
+                        "checked to give timm's features; needs pip install 'dinolite[hf]'")
     p.add_argument("--onnx-size", type=int, default=None,
                    help="ONNX input size in pixels (default: the export's input size, the run's eval.image_size)")
     p.set_defaults(func=run)
