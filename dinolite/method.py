@@ -158,7 +158,6 @@ def build_method(cfg: Config, in_chans: int, device: torch.device | str = "cpu",
     ``model.init`` when ``init`` (a new run). Returns it and the line saying where it continues from ("" if not)."""
     from .dino import DINOMethod
     from .distill import DistillMethod
-
     from .reuse import adopt_source
 
     adopt_source(cfg)  # a backbone-only model.init: its architecture and the head warm-up's settings

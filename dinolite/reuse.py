@@ -99,5 +99,5 @@ def apply_backbone(method, backbone: Backbone) -> str:
     at = [w for w, on in (("the teacher copies the student", m.init_teacher_copy),
                           ("the center restarts", m.init_recenter)) if on and m.init_head_warmup]
     fitted = f"; {'; '.join(notes)}" if notes else ""
-    return (f"continuing from the backbone {backbone.source} ({backbone.kind}: {describe(backbone)}), heads new{fitted}; "
-            f"{plan}, {then}" + (f"; at the unfreeze {' and '.join(at)}" if at else ""))
+    return (f"continuing from the backbone {backbone.source} ({backbone.kind}: {describe(backbone)}), "
+            f"heads new{fitted}; {plan}, {then}" + (f"; at the unfreeze {' and '.join(at)}" if at else ""))

@@ -224,7 +224,7 @@ def _from_object(obj, meta: dict, path: Path, checkpoint_key: str, cfg: Config |
         cfg = cfg or _run_config_near(path)
         return BackboneSpec(meta["arch"], kwargs, obj, path, "dinolite-export", cfg)
     bare = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
-    if _is_tensor_dict(bare) and dinov2.is_dinov2(strip_prefixes(bare)):  # an official DINOv2 backbone
+    if isinstance(bare, dict) and _is_tensor_dict(bare) and dinov2.is_dinov2(strip_prefixes(bare)):  # DINOv2's own
         state, _ = dinov2.to_timm(strip_prefixes(bare), path)
         return layout_spec(state, dinov2.vit_fields(state), path, "dinov2-official")
     state, kind = pick_state(obj, checkpoint_key, path)

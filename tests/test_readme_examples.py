@@ -180,6 +180,10 @@ PROMISES: dict[str, Callable[[Example, Path], None]] = {
 
 # comment -> why this test cannot check it (each command still has to parse)
 UNCHECKED = {
+    "config.json + model.safetensors": "a Hugging Face folder is written and read by tests/layouts (test_source.py, "
+                                       "test_hf_export.py); the run length is checked as every pretraining example's",
+    "bare timm weights: 64-dim heads": "bare timm weights are read by tests/layouts/test_source.py; the run length "
+                                       "is checked as every pretraining example's",
     "a dinolite run or checkpoint": "what model.init reads needs an earlier run (tests/test_warmstart.py); the "
                                     "example's run length is checked as every pretraining example's",
     "or: fashion_mnist[:ROOT] --split train|test":

@@ -49,7 +49,8 @@ def test_the_heads_learn_on_the_frozen_backbone_then_the_teacher_copies_the_stud
     assert all(torch.equal(frozen[k], start[k]) for k in backbone)  # two steps: the backbone did not move
     assert not torch.equal(frozen["head.mlp.0.weight"], start["head.mlp.0.weight"])  # the heads did
     after = seen[3]
-    assert not torch.equal(after["student"]["backbone.blocks.1.attn.qkv.weight"], start["backbone.blocks.1.attn.qkv.weight"])
+    qkv = "backbone.blocks.1.attn.qkv.weight"
+    assert not torch.equal(after["student"][qkv], start[qkv])
     # the unfreeze step: teacher <- student (with the heads the warm-up trained), then the usual EMA
     mom = after["momentum"]
     for k in ("head.mlp.0.weight", "backbone.blocks.0.mlp.fc1.weight"):

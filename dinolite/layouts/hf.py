@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -105,14 +106,14 @@ def to_timm(state: dict[str, Tensor], info: dict, source: Path) -> tuple[dict[st
     return out, dropped
 
 
-def from_timm(vit, in_chans: int) -> tuple[dict, dict[str, Tensor]]:
+def from_timm(vit: Any, in_chans: int) -> tuple[dict, dict[str, Tensor]]:
     """``(config.json, state dict)`` of the transformers model equal to the timm ViT ``vit``; a ViT that has no
     exact transformers counterpart is a one-line UserError saying why."""
     from timm.models.vision_transformer import VisionTransformer
 
     if not isinstance(vit, VisionTransformer):
         raise UserError("--hf writes timm VisionTransformers only (this backbone is not one): export it without --hf")
-    blocks = list(vit.blocks)
+    blocks: list[Any] = list(vit.blocks)
     block = blocks[0]
     ls = not isinstance(block.ls1, torch.nn.Identity)
     regs = vit.num_reg_tokens
@@ -123,7 +124,7 @@ def from_timm(vit, in_chans: int) -> tuple[dict, dict[str, Tensor]]:
         (not isinstance(block.attn.q_norm, torch.nn.Identity), "q/k norms"),
         (block.attn.qkv.bias is None, "no qkv bias"),
         (type(block.mlp).__name__ != "Mlp" or not isinstance(block.mlp.act, torch.nn.GELU), "a non-GELU MLP"),
-        (abs(vit.norm.eps - 1e-6) > 1e-12, "a LayerNorm eps other than 1e-6"),
+        (abs(float(getattr(vit.norm, "eps", 1e-6)) - 1e-6) > 1e-12, "a LayerNorm eps other than 1e-6"),
     ) if bad]
     if why:
         raise UserError(f"this ViT has {why[0]}, which transformers' ViT / DINOv2 models lack: export it without --hf")
@@ -181,7 +182,8 @@ def from_timm(vit, in_chans: int) -> tuple[dict, dict[str, Tensor]]:
         config["add_pooling_layer"] = False
     else:
         if hidden % dim:
-            raise UserError(f"transformers' DINOv2 takes a whole MLP ratio, not {hidden / dim:g}: export it without --hf")
+            raise UserError(f"transformers' DINOv2 takes a whole MLP ratio, not {hidden / dim:g}: "
+                            f"export it without --hf")
         config.update(mlp_ratio=hidden // dim, layerscale_value=1.0, use_swiglu_ffn=False, drop_path_rate=0.0)
         if not ls:  # a plain ViT with registers: layer scale 1 is the identity
             for i in range(len(blocks)):

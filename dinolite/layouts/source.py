@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from timm.layers import resample_abs_pos_embed
@@ -93,10 +94,10 @@ def fit_state(backbone: Backbone, model: nn.Module) -> tuple[dict[str, Tensor], 
                             f"{want.shape[1]}: set augment.mean/std to the source's channels")
     pos = state.get("pos_embed")
     if pos is not None and "pos_embed" in own and pos.shape != own["pos_embed"].shape:
-        vit: nn.Module = model
+        vit: Any = model  # a timm VisionTransformer (patch_embed, no_embed_class are timm's attributes)
         prefix = 0 if getattr(vit, "no_embed_class", False) else int(getattr(vit, "num_prefix_tokens", 1))
         old = _grid(pos.shape[1] - prefix, backbone.source)
-        new = tuple(vit.patch_embed.grid_size)  # type: ignore[union-attr]
+        new = tuple(vit.patch_embed.grid_size)
         with torch.no_grad():
             state["pos_embed"] = resample_abs_pos_embed(pos.float(), list(new), list(old), num_prefix_tokens=prefix,
                                                         verbose=False).to(pos.dtype)

@@ -82,7 +82,8 @@ def test_a_missing_transformers_is_one_line(tiny_run, tmp_path, capsys, monkeypa
 def test_knn_and_model_init_read_a_transformers_folder(tmp_path, fmnist_root, capsys):
     folder = hf_folder(tmp_path / "hf", tiny_vit(in_chans=1), 1)
     assert main(["knn", str(folder), "--data", f"fashion_mnist:{fmnist_root}", "data.subset=128",
-                 "data.test_subset=64", "data.num_workers=0", "eval.image_size=28", "augment.mean=[0.286]", "augment.std=[0.353]",
+                 "data.test_subset=64", "data.num_workers=0", "eval.image_size=28", "augment.mean=[0.286]",
+                 "augment.std=[0.353]",
                  "--no-progress"]) == 0
     assert "top-1" in capsys.readouterr().out.lower()
     run = tmp_path / "run"

@@ -13,7 +13,7 @@ from dinolite.export import export_backbone
 from dinolite.layouts.source import fit_state, read_backbone
 from dinolite.weights import BackboneSpec, resolve
 from tests.helpers import tiny_overrides
-from tests.layouts.sources import dinov2_official, hf_folder, tiny_vit
+from tests.layouts.sources import dinov2_official, tiny_vit
 
 X3 = torch.randn(3, 3, 28, 28, generator=torch.Generator().manual_seed(1))
 
