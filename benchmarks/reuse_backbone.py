@@ -35,16 +35,19 @@ def cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
 
 def source_knn(source: str, data: list[str], tiny: bool, env: dict) -> float | None:
     """The source backbone's k-NN on the same data (the quickstart's protocol), before any training."""
+    from dinolite.config import load_config
+
     items = [item for item in data if item.startswith(("data.", "augment.", "eval."))]
+    cfg = load_config("quickstart", items)  # what pretrain reads: the quickstart's data with these overrides
+    items = [f"data.source={cfg.data.source}", f"augment.mean={list(cfg.augment.mean)}",
+             f"augment.std={list(cfg.augment.std)}", f"eval.image_size={cfg.eval.image_size}",
+             f"eval.crop_ratio={cfg.eval.crop_ratio}", *items]
     if tiny:
         items += ["data.subset=128", "data.test_subset=64"]
     proc = cli(["knn", source, "--no-progress", "--data", *items], env)
-    found = [line for line in proc.stdout.splitlines() if "top-1" in line.lower()]
-    if proc.returncode != 0 or not found:
-        return None
-    words = [w.rstrip("%,") for w in found[-1].split()]
-    numbers = [float(w) for w in words if w.replace(".", "", 1).isdigit()]
-    return numbers[0] if numbers else None
+    rows = [line.split() for line in proc.stdout.splitlines()]
+    found = [float(row[1]) for row in rows if len(row) == 3 and row[0] == "20"]  # k = 20: top-1, as pretrain's
+    return found[0] if proc.returncode == 0 and found else None
 
 
 def one_run(name: str, args: list[str], out: Path, minutes: float, env: dict) -> dict:
