@@ -140,7 +140,8 @@ class OptimConfig:
     freeze_last_layer: float = 1  # epochs during which the head's last layer gets no update
     freeze_last_layer_steps: int | None = None
     freeze_last_layer_fraction: float | None = None
-    momentum_teacher: float = 0.996  # cosine schedule from this value to 1
+    momentum_teacher: float = 0.996  # cosine schedule from this value to momentum_teacher_end
+    momentum_teacher_end: float = 1.0  # DINO's 1; equal to momentum_teacher: constant (dinov3 keeps 0.994)
 
 
 @dataclass
@@ -180,6 +181,9 @@ class TrainConfig(EngineConfig):
     budget_minutes: float = 0.0
     collapse_patience: int = 5  # uniform collapse: bad log intervals of the last 2 * patience - 1 (monitor.py)
     compile: bool = False  # torch.compile the student and teacher backbones (one graph per crop size)
+    # The step's arithmetic (precision.py): "auto" bf16 autocast on CUDA, float32 on a CPU; "fastest" as auto,
+    # but a CPU with native bf16 times a few steps both ways and keeps the faster; "fp32" or "bf16" forced.
+    precision: str = "auto"
 
 
 @dataclass
@@ -403,6 +407,7 @@ def validate(cfg: Config) -> None:
         *[positive(f"loss.{k}", getattr(lc, k)) for k in ("student_temp", "teacher_temp", "warmup_teacher_temp")],
         probability("loss.center_momentum", lc.center_momentum),
         (lc.centering in ("center", "sinkhorn_knopp"), "loss.centering must be 'center' or 'sinkhorn_knopp'"),
+        (t.precision in ("auto", "fastest", "fp32", "bf16"), "train.precision must be auto, fastest, fp32 or bf16"),
         at_least("loss.sinkhorn_iterations", lc.sinkhorn_iterations, 1),
         at_least("loss.koleo_weight", lc.koleo_weight, 0, " (0 = off)"),
         at_least("loss.ibot_weight", lc.ibot_weight, 0, " (0 = off)"),
@@ -420,6 +425,7 @@ def validate(cfg: Config) -> None:
         at_least("optim.weight_decay_end", o.weight_decay_end, 0),
         at_least("optim.clip_grad", o.clip_grad, 0, " (0 = no clipping)"),
         probability("optim.momentum_teacher", o.momentum_teacher),
+        probability("optim.momentum_teacher_end", o.momentum_teacher_end),
         *_span_checks(cfg),
         *train_checks(t),
         at_least("train.budget_minutes", t.budget_minutes, 0, " (0 = no budget)"),

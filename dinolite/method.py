@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
+from . import precision
 from .augment import Crops, GlobalBatchRNG, MultiCrop
 from .config import Config, ModelConfig
 from .distributed import DistInfo
@@ -50,7 +52,7 @@ class Schedule:
             step=step,
             lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, plan.warmup),
             wd=cosine(step, total, o.weight_decay, o.weight_decay_end),
-            momentum=cosine(step, total, o.momentum_teacher, 1.0),
+            momentum=cosine(step, total, o.momentum_teacher, o.momentum_teacher_end),
             teacher_temp=teacher_temperature(step, plan.teacher_temp_warmup, cfg.loss.warmup_teacher_temp,
                                              cfg.loss.teacher_temp),
             freeze_last_layer=step < plan.freeze_last_layer,
@@ -83,6 +85,12 @@ class Method:
         self.batch = per_rank_batch(self.global_batch, self.dist.world)
         self.augment = MultiCrop(cfg.augment).to(self.device)
         self.generator = torch.Generator(self.device)  # reseeded every step (engine/streams.py)
+        # "bf16" or "fp32"; train.precision=fastest on a CPU is decided by timing steps (train.Pretrainer)
+        self.precision = precision.resolve(getattr(cfg.train, "precision", "auto"), self.device) or "fp32"
+
+    def autocast(self) -> AbstractContextManager:
+        """The forward passes' autocast context (bf16 where ``self.precision`` says so)."""
+        return precision.autocast(self.device, self.precision)
 
     def schedule(self, step: int, plan: Plan) -> Schedule:
         return Schedule.at(self.cfg, step, plan, self.global_batch)

@@ -15,6 +15,7 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from . import precision
 from .budget import (
     REPLAN_INTERVALS,
     REPLAN_RESERVE,
@@ -107,6 +108,7 @@ class Pretrainer:
         self.online = self.evaluation.online_knn()
         self.baselines: dict[str, float] = {}
         self.skipped = 0
+        self._step_s: float | None = None  # the step time choose_precision measured, reused by plan_budget
         self._budget: dict[str, float] = {}  # set by plan_budget: what the kept budget is checked against
         # (step, s/step, steps) of the recent log intervals: the step time a re-plan uses
         self._intervals: deque[tuple[int, float, int]] = deque(maxlen=REPLAN_INTERVALS)
@@ -307,10 +309,27 @@ class Pretrainer:
             torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
         return float(per_step)
 
+    def choose_precision(self) -> str:
+        """``train.precision=fastest`` on a CPU with native bf16: time a few steps in float32 and in bf16 and keep
+        the faster (saved in the checkpoints, so a resume keeps it); returns the banner's line ("" if no timing)."""
+        method = self.method
+        if self.step or precision.resolve(self.cfg.train.precision, self.device) is not None:
+            return ""
+        seconds = {}
+        for name in ("fp32", "bf16"):
+            method.precision = name
+            seconds[name] = self.time_steps()
+        method.precision = precision.faster(seconds)
+        self._step_s = seconds[method.precision]  # the budget's plan reuses this timing
+        self.metrics.write({"step": self.step, "precision": method.precision,
+                            "precision_s_per_step": {k: round(v, 4) for k, v in seconds.items()}})
+        return (f"precision {method.precision} (train.precision=fastest: {seconds['fp32']:.2f} s/step in float32, "
+                f"{seconds['bf16']:.2f} in bf16 autocast on this CPU)")
+
     def plan_budget(self, started: float, final_eval_s: float) -> str:
         """Fix ``optim.total_steps`` from ``train.budget_minutes``: time a few steps, fit the rest of the
         budget (less ``final_eval_s`` for the evaluation after training), save it in config.yaml."""
-        step_s = self.time_steps()
+        step_s = self._step_s or self.time_steps()
         online_s = self.baselines.get("online_seconds", 0.0) if self.online is not None else 0.0
         steps = steps_in_budget(self.cfg.train.budget_minutes * 60, time.time() - started, step_s, final_eval_s,
                                 online_s, self.cfg.eval.online_every if self.online is not None else 0)
@@ -410,6 +429,9 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         setup(trainer)
     fresh = trainer.step == 0
     baselines = trainer.compute_baselines()
+    chosen = trainer.choose_precision()
+    if chosen and trainer.dist.is_main:
+        print(chosen, flush=True)
     if cfg.train.budget_minutes and not cfg.optim.total_steps:
         final_eval = baselines.get("eval_seconds", 0.1 * cfg.train.budget_minutes * 60) if cfg.eval.knn_at_end else 0.0
         planned = trainer.plan_budget(t0, final_eval)
