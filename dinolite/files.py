@@ -49,6 +49,17 @@ def sync_path(path: Path) -> None:
         os.close(fd)
 
 
+def allocate(path: Path) -> None:
+    """Reserve the disk blocks of ``path`` up to its length, so that writes through a memory map of it cannot
+    meet a full disk (a page the disk cannot back kills the process with SIGBUS); raises OSError (ENOSPC) when
+    the space is not there."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], mode: int = 0o644) -> Path:
     """Write ``path`` through ``write(file)`` (a binary file object), all or nothing; returns ``path``."""
     path = Path(path)
