@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import errno
 import json
 import os
 import secrets
@@ -240,7 +241,12 @@ def write_embedding(s: EvalSetup, source: Source, split: str, identity: dict, ou
             if not s.is_main:
                 return None
             done = join_parts(s, source, split, identity, tmp, world)
-            os.replace(tmp, out)  # onto a missing or empty folder
+            try:
+                os.replace(tmp, out)  # onto a missing or empty folder; refused by the system if one filled it
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+                return published_meanwhile(out, identity)
             sync_path(out.parent)
             return Embedding(out, *done)
 
@@ -249,6 +255,16 @@ def write_embedding(s: EvalSetup, source: Source, split: str, identity: dict, ou
     finally:
         if s.is_main:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
+
+
+def published_meanwhile(out: Path, identity: dict) -> Embedding:
+    """``out`` filled while this process embedded (a second process with the same ``--out``): fine when it holds
+    this very embedding, a one-line refusal otherwise; either way its files are left as they are."""
+    existing = existing_embedding(out)
+    if existing is not None and existing.get("identity") == identity:
+        return Embedding(out, int(existing["count"]), int(existing["dim"]), True)
+    raise UserError(f"--out {out} was filled by another process with a different embedding while this one ran: "
+                    f"pass another --out")
 
 
 def embed_share(s: EvalSetup, source: Source, split: str, parts: Path, rank: int) -> None:
