@@ -151,6 +151,8 @@ def write_folder(out: str | Path, fill: Callable[[Path], object], replace: bool 
         done = True
     except FolderTaken:
         raise
+    except WriteFailed as err:  # a file of ``fill``: named where the user will look for it, not in the temporary
+        raise WriteFailed(str(err).replace(str(tmp), str(out))) from None
     except OSError as err:
         shutil.rmtree(tmp, ignore_errors=True)
         raise write_failure(out, err) from None

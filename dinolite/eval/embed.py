@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 from ..data import Source, eval_rows
 from ..errors import UserError
-from ..files import sync_path, write_failure
+from ..files import WriteFailed, sync_path, write_failure
 from .embed_parts import HEADER, PartWriter, join_features, join_index, read_parts
 from .features import EvalSetup, batch_features, open_eval, open_split, rank_and_world, rank_rows
 
@@ -252,6 +252,8 @@ def write_embedding(s: EvalSetup, source: Source, split: str, identity: dict, ou
 
         result = all_ranks(finish, s.device, out, "joining the parts")
         return result if result is not None else Embedding(out, 0, 0, False, False)
+    except WriteFailed as err:  # named where the user looks (--out), not in the temporary folder, gone by now
+        raise WriteFailed(str(err).replace(str(tmp), str(out))) from None
     finally:
         if s.is_main:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
