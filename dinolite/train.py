@@ -362,7 +362,7 @@ class Pretrainer:
             else:
                 spec = BackboneSpec(ev.model.arch, kwargs, ev.backbone.state_dict(), self.run_dir / "config.yaml",
                                     "dinolite-distill", self.cfg)
-                out.append(export_backbone(spec, self.run_dir / "students" / ev.name))
+                out.append(export_backbone(spec, self.run_dir / "students" / ev.name, replace=True))
         return out
 
     # ---- evaluation (eval/pretraining.py) ---------------------------------------------------
