@@ -57,6 +57,9 @@ def _say(line: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    from .engine.allocator import keep_blocks
+
+    keep_blocks()  # every command's tensors: reused heap blocks, not a page fault per block per step
     try:
         return args.func(args)
     except UserError as err:

@@ -29,6 +29,7 @@ from .data import build_loader, build_source
 from .data.base import Source
 from .distill import DistillMethod
 from .distributed import DistInfo, check_shared_dir, cleanup
+from .engine.allocator import keep_blocks
 from .engine.checkpoint import list_checkpoints
 from .engine.loop import Engine, StepOut
 from .engine.rundir import RunDir, check_run_dir, open_run_dir
@@ -415,6 +416,7 @@ def pretrain(cfg: Config, progress: bool = True, setup: Callable[[Pretrainer], N
     from .distributed import read_rendezvous
     from .engine.lock import run_lock
 
+    keep_blocks()  # glibc keeps the step's blocks (engine/allocator.py): no page faults per block per step
     with run_threads(cfg.train.threads), run_lock(cfg.train.output_dir, take=read_rendezvous().rank == 0):
         try:
             return _pretrain(cfg, progress, setup, started or time.time())
