@@ -2,46 +2,19 @@
 exports, a continued run's first checkpoint) under a disk that fills up, a kill -9 at the worst moment, a folder
 that holds other files and a second process on the same folder: each ends with its old files intact or its new
 files whole, never a finished-looking half. Real processes; the full disks are real small tmpfs mounts in a
-private mount namespace, as in ``tests/test_files.py``."""
+private mount namespace (``tests.helpers.on_a_small_disk``)."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
 from dinolite.cli import main
-from tests.helpers import tiny_overrides
-
-# Mount a tmpfs of $SIZE on $0, fill it up to $FREE bytes of free space, run the command ($2) from the
-# repository ($1), then list what is left on the mount (the filler aside) and give the command's exit code.
-FULL = """mount -t tmpfs -o size=$SIZE tmpfs "$0" || exit 99
-python3 -c "import os, shutil, sys; d = sys.argv[1]; f = open(d + '/.filler', 'wb'); \
-f.write(bytes(max(0, shutil.disk_usage(d).free - int(sys.argv[2])))); f.close()" "$0" "$FREE" || exit 97
-cd "$1" || exit 98
-eval "$2"; code=$?
-echo "files: $(cd "$0" && find . -mindepth 1 ! -name .filler | sort | tr '\\n' ' ')"
-exit $code"""
-
-
-def on_a_full_disk(tmp_path, command: str, free: int, size: str = "2m") -> tuple[subprocess.CompletedProcess, str]:
-    """Run ``command`` (``$0`` is the mount) on a ``size`` tmpfs left with ``free`` bytes; returns the process and
-    the files it left on the mount."""
-    small = tmp_path / "small"
-    small.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SIZE": size, "FREE": str(free), "PYTHONPATH": os.getcwd()}
-    proc = subprocess.run(["unshare", "-rm", "sh", "-c", FULL, str(small), os.getcwd(), command],
-                          capture_output=True, text=True, timeout=300, env=env)
-    left = proc.stdout.rsplit("files:", 1)[-1].strip()
-    return proc, left
-
-
-def cli(*args: str) -> str:
-    return " ".join([sys.executable, "-m", "dinolite.cli", *map(str, args)])
+from tests.helpers import cli, on_a_small_disk, tiny_overrides
 
 
 def one_line_write_failure(proc: subprocess.CompletedProcess, path: str) -> None:
@@ -58,7 +31,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(tiny_run, tmp_path, writer):
     command, *flags = writer.split()
     extra = ["--data", "num_workers=0", "--no-progress"] if command == "embed" else []
     free = 40_000 if command == "export" else 8_000
-    proc, left = on_a_full_disk(tmp_path, cli(command, tiny_run, "--out", '"$0/out"', *flags, *extra), free)
+    proc, left = on_a_small_disk(tmp_path, cli(command, tiny_run, "--out", '"$0/out"', *flags, *extra), "2m", free)
     one_line_write_failure(proc, str(tmp_path / "small" / "out"))  # the folder asked for, not a temporary one
     assert left == "", left
 
@@ -69,7 +42,7 @@ def test_a_continued_runs_first_checkpoint_on_a_full_disk_is_one_line(tiny_run, 
     run = tmp_path / "small" / "run"
     args = tiny_overrides(run, **{"model.init": str(tiny_run), "eval.knn_at_end": False, "train.threads": 1,
                                   "eval.knn_random_init": False, "eval.knn_pixels": False})
-    proc, left = on_a_full_disk(tmp_path, cli("pretrain", "--no-progress", *args), 10**9, size="600k")
+    proc, left = on_a_small_disk(tmp_path, cli("pretrain", "--no-progress", *args), "600k")
     one_line_write_failure(proc, f"{run}/checkpoint-")
     assert ".pt" not in left, left
     assert load_file(str(tiny_run / "teacher_backbone.safetensors"))  # the source run is untouched
