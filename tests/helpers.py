@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from dinolite.config import Config, load_config
@@ -40,6 +43,38 @@ def tiny_overrides(run_dir: Path, **extra) -> list[str]:
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
+
+
+# Mount a tmpfs of $SIZE on $0 (in a private mount namespace: ``unshare -rm``, so it vanishes with the process),
+# fill it up to $FREE bytes of free space when $FREE is set, run the command ($2) from the repository ($1), list
+# what is left on the mount (the filler aside), run the report command ($3), and give the command's exit code.
+SMALL_DISK = """mount -t tmpfs -o size=$SIZE tmpfs "$0" || exit 99
+if [ -n "$FREE" ]; then python3 -c "import os, shutil, sys; d = sys.argv[1]; f = open(d + '/.filler', 'wb'); \\
+f.write(bytes(max(0, shutil.disk_usage(d).free - int(sys.argv[2])))); f.close()" "$0" "$FREE" || exit 97; fi
+cd "$1" || exit 98
+eval "$2"; code=$?
+echo "files: $(cd "$0" && find . -mindepth 1 ! -name .filler | sort | tr '\\n' ' ')"
+eval "$3"
+exit $code"""
+
+
+def on_a_small_disk(tmp_path: Path, command: str, size: str, free: int | None = None,
+                    report: str = "") -> tuple[subprocess.CompletedProcess, str]:
+    """Run the shell ``command`` (``$0`` is the mount, ``tmp_path/small``) on a real ``size`` tmpfs, left with
+    ``free`` bytes when given, then the shell ``report``; returns the process and the files left on the mount."""
+    small = tmp_path / "small"
+    small.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SIZE": size, "FREE": "" if free is None else str(free),
+           "PYTHONPATH": os.getcwd()}
+    proc = subprocess.run(["unshare", "-rm", "sh", "-c", SMALL_DISK, str(small), os.getcwd(), command, report],
+                          capture_output=True, text=True, timeout=300, env=env)
+    left = proc.stdout.rsplit("files:", 1)[-1].splitlines()[0].strip() if "files:" in proc.stdout else "?"
+    return proc, left
+
+
+def cli(*args: object) -> str:
+    """The shell command line of ``dinolite ARGS`` run by this interpreter."""
+    return " ".join([sys.executable, "-m", "dinolite.cli", *map(str, args)])
 
 
 def tiny_config(run_dir: Path, **extra) -> Config:

@@ -1,34 +1,20 @@
 """The one atomic write: all or nothing; a failed write is one line and exit 1, and what was written
-before stays readable. The filesystem cases use real small tmpfs mounts, made in a private mount
-namespace (``unshare -rm``) so they vanish with the test's process."""
+before stays readable. The filesystem cases use real small tmpfs mounts (``tests.helpers.on_a_small_disk``)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 
 import pytest
 
 from dinolite.files import WriteFailed, atomic_write, write_text
-from tests.helpers import tiny_overrides
-
-# Mount a tmpfs of $SIZE on $0, run the commands after it from the repository ($1), then report what is
-# left in the run directory ($RUN) and which step its newest checkpoint loads at, before the mount goes.
-SCRIPT = """mount -t tmpfs -o size=$SIZE tmpfs "$0" || exit 99
-cd "$1" || exit 98
-eval "$2"; code=$?
-echo "files: $(ls -A "$RUN" | tr '\\n' ' ')"
-python3 -c "from dinolite.engine.checkpoint import latest_valid; p, s = latest_valid('$RUN'); print('loads:', p.name, s['step'])"
-exit $code"""
+from tests.helpers import on_a_small_disk, tiny_overrides
 
 
-def in_small_filesystem(tmp_path, size: str, command: str) -> subprocess.CompletedProcess:
-    small = tmp_path / "small"
-    small.mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "SIZE": size, "RUN": str(small / "run")}
-    return subprocess.run(["unshare", "-rm", "sh", "-c", SCRIPT, str(small), os.getcwd(), command],
-                          capture_output=True, text=True, timeout=300, env=env)
+def loads(run) -> str:
+    """The shell command that prints which checkpoint of ``run`` loads, at which step."""
+    return (f"python3 -c \"from dinolite.engine.checkpoint import latest_valid; "
+            f"p, s = latest_valid('{run}'); print('loads:', p.name, s['step'])\"")
 
 
 def pretrain_command(run, **extra) -> str:
@@ -54,14 +40,14 @@ def test_atomic_write_replaces_whole_files_and_leaves_no_temporary(tmp_path):
 def test_checkpoint_into_a_full_filesystem_is_one_line_and_the_previous_one_loads(tmp_path):
     """A 1000 kB filesystem: the step-4 checkpoint (about 630 kB) fits, the step-8 one does not."""
     run = tmp_path / "small" / "run"
-    proc = in_small_filesystem(tmp_path, "1000k", pretrain_command(run))
+    proc, left = on_a_small_disk(tmp_path, pretrain_command(run), "1000k", report=loads(run))
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr[-3000:]
     assert f"could not write {run}/checkpoint-00000008.pt: No space left on device (" in lines[0], lines[0]
     assert "free on its filesystem" in lines[0]
     assert "loads: checkpoint-00000004.pt 4" in proc.stdout, proc.stdout
-    assert ".tmp" not in proc.stdout  # the half-written temporary file was removed
+    assert ".tmp" not in left, left  # the half-written temporary file was removed
 
 
 @pytest.mark.slow
@@ -69,8 +55,10 @@ def test_a_read_only_filesystem_is_one_line(tmp_path):
     """A run that stopped at step 4, resumed after its filesystem became read-only."""
     run = tmp_path / "small" / "run"
     first = pretrain_command(run, **{"train.stop_after_steps": 4})
-    proc = in_small_filesystem(tmp_path, "4m", f'{first} && mount -o remount,ro "$0" && {pretrain_command(run)}')
+    proc, _ = on_a_small_disk(tmp_path, f'{first} && mount -o remount,ro "$0" && {pretrain_command(run)}', "4m",
+                              report=loads(run))
     assert proc.returncode == 1, proc.stderr[-3000:]
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "could not write" in lines[0] and "Read-only file system" in lines[0], proc.stderr[-3000:]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    assert "could not write" in lines[0] and "Read-only file system" in lines[0], lines[0]
     assert "loads: checkpoint-00000004.pt 4" in proc.stdout, proc.stdout

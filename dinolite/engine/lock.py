@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import socket
 import time
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from ..errors import UserError
 from ..files import write_failure
 
 LOCK = ".lock"
+STALE = re.compile(r"^\..+\.tmp-\d+$")  # files.atomic_write's temporary files: .NAME.tmp-PID
 
 
 @contextmanager
@@ -44,8 +46,9 @@ def run_lock(run_dir: str | Path, take: bool = True):
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
                   .encode(), 0)
-        for stale in run_dir.glob(".*.tmp*"):  # their writers are gone: we hold the lock
-            stale.unlink(missing_ok=True)
+        for stale in run_dir.glob(".*.tmp-*"):  # their writers are gone: we hold the lock
+            if STALE.match(stale.name) and stale.is_file() and not stale.is_symlink():  # never a user's own file
+                stale.unlink(missing_ok=True)
         yield
     finally:
         os.close(fd)  # releases the lock

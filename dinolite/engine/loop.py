@@ -105,6 +105,7 @@ class Engine:
         path, state = ckpt.latest_valid(self.run_dir, move_aside=self.dist.is_main)
         if path is None or state is None:
             ckpt.refuse_unreadable(self.run_dir)
+            self.metrics.drop_after(-1)  # the records of an attempt killed before its first checkpoint: redone
             return None
         task.load_state(state, path)
         task.step = int(state["step"])

@@ -32,7 +32,6 @@ import dataclasses
 import errno
 import json
 import os
-import secrets
 import shutil
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -45,7 +44,7 @@ from tqdm import tqdm
 
 from ..data import Source, eval_rows
 from ..errors import UserError
-from ..files import WriteFailed, sync_path, write_failure
+from ..files import WriteFailed, recover_folder, sync_path, write_failure
 from .embed_parts import HEADER, PartWriter, join_features, join_index, read_parts
 from .features import EvalSetup, batch_features, open_eval, open_split, rank_and_world, rank_rows
 
@@ -230,9 +229,12 @@ def write_embedding(s: EvalSetup, source: Source, split: str, identity: dict, ou
     from ..distributed import broadcast_str
 
     rank, world = rank_and_world()
-    tmp = out.parent / f".{out.name}.tmp-{broadcast_str(secrets.token_hex(6))}"  # one folder for all ranks
+    # one folder for all ranks, named by rank 0's pid, so a later embed removes it if rank 0 was killed
+    tmp = out.parent / f".{out.name}.tmp-{broadcast_str(str(os.getpid()))}"
     parts = tmp / "parts"
     try:
+        if s.is_main:
+            recover_folder(out)  # what a killed embed into ``out`` left beside it
         all_ranks(lambda: parts.mkdir(parents=True) if s.is_main else None, s.device, tmp,
                   "creating the temporary folder")
         all_ranks(lambda: embed_share(s, source, split, parts, rank), s.device, parts, "embedding their share")

@@ -47,8 +47,9 @@ def test_online_knn_equals_the_knn_command_on_the_same_subset(tiny_run, tmp_path
 
 def test_pixel_baseline_is_knn_on_the_flattened_view(tiny_run, tmp_path, capsys):
     cfg, transform, train, test = _run_parts(tiny_run)
-    bank, bank_y = train.images.float().div(255).sub(cfg.augment.mean[0]).div(cfg.augment.std[0]).flatten(1), train.labels
-    queries, y = test.images.float().div(255).sub(cfg.augment.mean[0]).div(cfg.augment.std[0]).flatten(1), test.labels
+    mean, std = cfg.augment.mean[0], cfg.augment.std[0]
+    bank, bank_y = train.images.float().div(255).sub(mean).div(std).flatten(1), train.labels
+    queries, y = test.images.float().div(255).sub(mean).div(std).flatten(1), test.labels
     expected = knn_accuracy(queries, y, bank, bank_y, 10, 20, 0.07)["top1"]  # a 28 px crop of 28 px images is the image
     feats, _ = extract_features(RawPixels(), test, transform, torch.device("cpu"), progress=False)
     torch.testing.assert_close(feats, queries, rtol=1e-5, atol=1e-5)
