@@ -271,14 +271,29 @@ def load_config(config: str | None = None, overrides: list[str] | None = None, *
     """Defaults <- recipe YAML <- ``key=value`` overrides, type-checked, as a plain dataclass.
 
     ``command_line``: the overrides are what a user typed (``dinolite pretrain``, ``DINOTrainer``, the SLURM
-    launcher), so a typed run length wins over the recipe's (:func:`command_line_length`). Without it the
+    launcher), so a typed run length wins over the recipe's (:func:`load_command_config`). Without it the
     overrides are merged as they are, which is what code that sets a budget and epochs together relies on.
     """
+    if command_line:
+        return load_command_config(config, overrides)[0]
     out = cast(Config, OmegaConf.to_object(merge_recipe(Config, recipe_path(config), overrides, "configs/*.yaml")))
     validate(out)
-    if command_line:
-        command_line_length(out, overrides)
     return out
+
+
+def load_command_config(config: str | None, overrides: list[str] | None, *,
+                        distill: bool = False) -> tuple[Config, str]:
+    """The config a command line asks for, and the start banner's note on its run length ("" when the recipe's
+    stands): the one place the run-length rule (:func:`command_line_length`) is applied, before the checks, for
+    every front end (``dinolite pretrain`` / ``distill``, ``DINOTrainer``, ``launch.slurm``). ``distill``: a
+    distillation recipe (default distill_fmnist), which must name a teacher."""
+    recipe = config or ("distill_fmnist" if distill else None)
+    out = cast(Config, OmegaConf.to_object(merge_recipe(Config, recipe_path(recipe), overrides, "configs/*.yaml")))
+    note = command_line_length(out, overrides)
+    validate(out)
+    if distill:
+        _needs_teacher(out)
+    return out, note
 
 
 BUDGET_KEY = "train.budget_minutes"
@@ -314,7 +329,7 @@ def command_line_length(cfg: Config, overrides: list[str] | None) -> str:
     so a typed length drops the recipe's budget (and a typed ``optim.epochs`` the recipe's
     ``optim.total_steps``). A typed budget > 0 beside a typed length is a UserError naming both: the two
     ask for different runs and only the user knows which one is meant. A resume passes the same overrides,
-    so it resolves to the same length (a budget run keeps the step count it saved: train._adopt_budget_plan).
+    so it resolves to the same length (a budget run keeps the step count it saved: runplan.resumed_budget_plan).
     """
     typed = typed_values(overrides)
     steps_typed = typed.get("optim.total_steps") is not None  # optim.total_steps=null sets no length
@@ -338,12 +353,19 @@ def command_line_length(cfg: Config, overrides: list[str] | None) -> str:
     return f"run length: {length} from the command line (the recipe's {' and '.join(dropped)} {verb} not used)"
 
 
-def load_distill_config(config: str | None = None, overrides: list[str] | None = None, **kw) -> Config:
+def load_distill_config(config: str | None = None, overrides: list[str] | None = None, *,
+                        command_line: bool = False) -> Config:
     """A distillation recipe (default: distill_fmnist) with its overrides; one naming no teacher is refused."""
-    cfg = load_config(config or "distill_fmnist", overrides, **kw)
+    if command_line:
+        return load_command_config(config, overrides, distill=True)[0]
+    cfg = load_config(config or "distill_fmnist", overrides)
+    _needs_teacher(cfg)
+    return cfg
+
+
+def _needs_teacher(cfg: Config) -> None:
     if not cfg.distill.teacher:
         raise UserError("dinolite distill needs a teacher: pass --teacher RUN_OR_CHECKPOINT (or distill.teacher=...)")
-    return cfg
 
 
 def validate(cfg: Config) -> None:

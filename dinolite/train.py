@@ -7,7 +7,6 @@ decisions, checkpoints and the run directory are the engine's (``dinolite/engine
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,22 +14,15 @@ import torch
 from omegaconf import OmegaConf
 from tqdm import tqdm
 
-from .budget import (
-    REPLAN_INTERVALS,
-    REPLAN_RESERVE,
-    REPLAN_TOLERANCE,
-    REPLAN_TOLERANCE_LEFT,
-    replan_steps,
-    steps_in_budget,
-)
-from .config import Config, as_dict, read_saved_config, save_config
+from .budget import BudgetKeeper
+from .config import Config, as_dict
 from .data import build_loader, build_source
 from .data.base import Source
 from .distill import DistillMethod
 from .distributed import DistInfo, check_shared_dir, cleanup
 from .engine.checkpoint import list_checkpoints
 from .engine.loop import Engine, StepOut
-from .engine.rundir import RunDir, check_run_dir, open_run_dir
+from .engine.rundir import RunDir, check_run_dir, create_run_dir, open_run_dir
 from .engine.runtime import per_rank_batch, run_threads, start
 from .errors import UserError
 from .eval.pretraining import RunEvaluation, knn_line
@@ -38,8 +30,9 @@ from .export import export_backbone, write_safetensors
 from .loggers import MetricsWriter
 from .method import build_method
 from .models import backbone_kwargs
-from .monitor import CollapseMonitor
+from .monitor import CollapseMonitor, feed
 from .reuse import adopt_source
+from .runplan import RunPlan, resumed_budget_plan
 from .schedules import Plan
 from .weights import BackboneSpec
 
@@ -78,9 +71,9 @@ class Pretrainer:
         self.progress = progress and self.dist.is_main
         # The run directory's checks first (another recipe, a resume that changes the model), then the parts;
         # nothing is written until the data, the method and model.init have been read without error.
-        _adopt_budget_plan(cfg)
+        resumed_plan = resumed_budget_plan(cfg)  # a budget run resumes on the step count it fixed (plan.json)
         adopt_source(cfg)  # a backbone-only model.init gives the architecture (before the run directory's checks)
-        check_run_dir(cfg, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
+        accepted = check_run_dir(cfg, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
         self.source = build_source(cfg.data, "train")
         check_channels(cfg, self.source)
         if len(self.source) < self.global_batch:
@@ -89,13 +82,19 @@ class Pretrainer:
         # A new run continuing an earlier one takes its weights and centers, checked before anything is written.
         fresh = not list_checkpoints(Path(cfg.train.output_dir))
         self.method, self._init_line = build_method(cfg, self.source.channels, self.device, self.dist, init=fresh)
-        self.run = prepare_run_dir(cfg, self.dist.is_main)
+        self.run = create_run_dir(cfg, self.dist.is_main, accepted)
         self.run_dir = self.run.path
         check_shared_dir(self.run_dir, self.dist, self.device)
         if hasattr(self.source, "bad_log"):  # image folders list their undecodable files here
             self.source.bad_log = self.run_dir / BAD_SAMPLES
         self.loader = build_loader(self.source, self.batch, cfg.train.seed, cfg.data.num_workers,
                                    self.dist.rank, self.dist.world, pin_memory=self.device.type == "cuda")
+        # the run's length: the recipe's, or the one a resumed budget run fixed; a new budget run's in plan_budget
+        self.run_plan = RunPlan(cfg, self.loader.steps_per_epoch)
+        if resumed_plan is not None:
+            self.run_plan.set(*resumed_plan)
+        if self.dist.is_main:
+            self.run_plan.save(self.run_dir)
         self.step = 0
         t = cfg.train
         self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.dist.is_main, t.loggers,
@@ -107,11 +106,8 @@ class Pretrainer:
         self.online = self.evaluation.online_knn()
         self.baselines: dict[str, float] = {}
         self.skipped = 0
-        self._budget: dict[str, float] = {}  # set by plan_budget: what the kept budget is checked against
-        # (step, s/step, steps) of the recent log intervals: the step time a re-plan uses
-        self._intervals: deque[tuple[int, float, int]] = deque(maxlen=REPLAN_INTERVALS)
-        # set by fit(): the plan the steps run on, where this fit started and stops, one monitor per backbone
-        self._plan: Plan | None = None
+        self.keeper: BudgetKeeper | None = None  # set by plan_budget: the time budget kept over the run
+        # set by fit(): where this fit started and stops, one monitor per backbone
         self._first_step = self._stop = 0
         self._monitors: dict[str, CollapseMonitor] = {}
         self._resume()
@@ -144,8 +140,9 @@ class Pretrainer:
     # ---- the loop ----------------------------------------------------------------------------
     @property
     def plan(self) -> Plan:
-        """The run's length and warm-up / freeze spans in steps (see schedules.span_steps)."""
-        return Plan.of(self.cfg.optim, self.cfg.loss, self.loader.steps_per_epoch)
+        """The run's length and warm-up / freeze spans in steps (see schedules.span_steps); ``runplan.RunPlan``
+        owns it."""
+        return self.run_plan.plan
 
     @property
     def total_steps(self) -> int:
@@ -189,7 +186,7 @@ class Pretrainer:
         return self.loader.epoch(epoch, start)
 
     def run_step(self, batch: tuple) -> StepOut:
-        self._sched = sched = self.method.schedule(self.step, self._plan or self.plan)
+        self._sched = sched = self.method.schedule(self.step, self.plan)
         loss, terms = self.method.train_step(self.method.make_crops(batch[0], batch[1], self.step), sched)
         return StepOut(loss, terms)
 
@@ -197,8 +194,8 @@ class Pretrainer:
         # bad images so far, in the mean: every rank sees the same figure and decides alike
         bad = torch.tensor(float(self.loader.skipped_samples()), device=self.device)
         figures = {**self.method.log_figures(), "skipped_samples": bad}
-        if self._budget:  # each rank's clock, averaged: the ranks re-plan on the same figure
-            figures["budget_left_s"] = torch.tensor(self._budget["end"] - time.time(), device=self.device)
+        if self.keeper is not None:  # each rank's clock, averaged: the ranks re-plan on the same figure
+            figures["budget_left_s"] = torch.tensor(self.keeper.left_s(), device=self.device)
         return figures
 
     def at_log(self, record: dict) -> dict[str, str]:
@@ -207,60 +204,46 @@ class Pretrainer:
         record["skipped_samples"] = skipped = round(record["skipped_samples"])
         self._check_bad_fraction(skipped, (self.step - self._first_step) * self.global_batch)
         postfix: dict[str, str] = {}
-        warnings: list[str | None] = []
         if "teacher_entropy" in record:  # DINO's teacher: its collapse statistics, means over the log interval
             postfix["H"] = f"{record['teacher_entropy']:.2f}"
-            monitor = self._monitors[""]
-            started = monitor.teacher_from is not None
-            warnings.append(monitor.update(self.step, record["teacher_entropy"], record["kl_uniform"]))
-            if not started and monitor.teacher_from is not None:  # recorded once: where the checks began
-                record["monitor_from_step"] = monitor.teacher_from
         every = self.cfg.eval.online_every
         if self.online is not None and (self.step % every == 0 or self.step == self._stop):
             # Every rank scores the same subset with the same backbones: no collective needed.
             for ev in self.method.evaluated():
                 record[f"knn_online{ev.suffix}"] = knn = self.online(ev.backbone)
                 postfix[f"knn{ev.suffix}"] = f"{knn:.1f}"
-                if f"knn_online_random_init{ev.suffix}" in self.baselines:
-                    warnings.append(self._monitors[ev.suffix].update_knn(self.step, knn,
-                                                             self.baselines[f"knn_online_random_init{ev.suffix}"]))
-        for warning in filter(None, warnings):
+        random_init = {ev.suffix: self.baselines[f"knn_online_random_init{ev.suffix}"]
+                       for ev in self.method.evaluated() if f"knn_online_random_init{ev.suffix}" in self.baselines}
+        for warning in feed(self._monitors, record, random_init):
             record.setdefault("warnings", []).append(warning)
             tqdm.write(f"warning: {warning}")
         return postfix
 
     def replan(self, record: dict, stop: int) -> int:
-        """Keep the time budget: when the steps left no longer fit in what is left of it at the recent step time,
-        end the plan earlier (or, when a slow stretch has passed, later again, up to the plan made at the start;
-        ``budget.replan_steps``); the schedules end with the new plan, which is recorded in config.yaml and the
+        """Keep the time budget (``budget.BudgetKeeper``): when the steps left no longer fit in what is left of it
+        at the recent step time, end the plan earlier (or, when a slow stretch has passed, later again, up to the
+        plan made at the start); the schedules end with the new plan, which is recorded in plan.json and the
         metrics so a resume continues it."""
         left = record.pop("budget_left_s", None)
-        if left is None:
+        if left is None or self.keeper is None:
             return stop
-        steps = self.step - (self._intervals[-1][0] if self._intervals else self._first_step)
-        self._intervals.append((self.step, record["step_seconds"], steps))
-        b, total = self._budget, self.plan.total
-        step_s = sum(s * n for _, s, n in self._intervals) / max(1, sum(n for _, _, n in self._intervals))
-        slower = max(1.0, step_s / b["step_s"])  # the evaluations slow down as the steps did
-        online_every = self.cfg.eval.online_every if self.online is not None else 0
-        new = replan_steps(self.step, total, left - b["final_eval_s"] * slower, step_s, b["online_s"] * slower,
-                           online_every, max(REPLAN_TOLERANCE * b["budget_s"], REPLAN_TOLERANCE_LEFT * left),
-                           limit=int(b["planned"]))
-        if new == total:
+        self.keeper.observe(self.step, record["step_seconds"], self._first_step)
+        total = self.plan.total
+        new, why = self.keeper.replan(self.step, total, left)
+        if why is None:
             return stop
-        record["replan"] = {"from_steps": total, "to_steps": new, "step_s": round(step_s, 4),
-                            "planned_step_s": round(b["step_s"], 4), "left_s": round(left, 1)}
-        self.cfg.optim.total_steps = new
+        record["replan"] = why
         # every span (warm-up, freeze) re-resolved on the new plan; train.stop_after_steps still stops earlier
-        self._plan = plan = self.plan
+        plan = self.run_plan.set(new)
         self._stop = min(new, self.cfg.train.stop_after_steps or new)
         for monitor in self._monitors.values():
             monitor.warmup = plan.warmup
         if self.dist.is_main:
-            save_config(self.cfg, self.run_dir / "config.yaml")
+            self.run_plan.save(self.run_dir)
             where = "behind" if new < total else "ahead of"
-            tqdm.write(f"{where} the time budget at step {self.step} ({step_s:.2f} s/step against {b['step_s']:.2f} "
-                       f"planned, {left:.0f} s left): re-planned {total} -> {new} steps, the schedules end with it")
+            tqdm.write(f"{where} the time budget at step {self.step} ({why['step_s']:.2f} s/step against "
+                       f"{self.keeper.step_s:.2f} planned, {left:.0f} s left): re-planned {total} -> {new} steps, "
+                       f"the schedules end with it")
         return self._stop
 
     def after_epoch(self) -> None:
@@ -269,7 +252,7 @@ class Pretrainer:
     def fit(self) -> None:
         """Train to the end of the plan (or ``train.stop_after_steps``); the trained backbones are exported."""
         cfg, plan = self.cfg, self.plan
-        self._plan, self._first_step = plan, self.step
+        self._first_step = self.step
         self._stop = min(plan.total, cfg.train.stop_after_steps or plan.total)
         # one monitor per trained backbone: each one's online k-NN is judged against its own random init, within
         # the noise of the online k-NN's own number of queries
@@ -308,22 +291,23 @@ class Pretrainer:
         return float(per_step)
 
     def plan_budget(self, started: float, final_eval_s: float) -> str:
-        """Fix ``optim.total_steps`` from ``train.budget_minutes``: time a few steps, fit the rest of the
-        budget (less ``final_eval_s`` for the evaluation after training), save it in config.yaml."""
+        """Fix the run's length from ``train.budget_minutes``: time a few steps, fit the rest of the budget (less
+        ``final_eval_s`` for the evaluation after training), save it in plan.json; the budget is then kept."""
         step_s = self.time_steps()
         online_s = self.baselines.get("online_seconds", 0.0) if self.online is not None else 0.0
-        steps = steps_in_budget(self.cfg.train.budget_minutes * 60, time.time() - started, step_s, final_eval_s,
-                                online_s, self.cfg.eval.online_every if self.online is not None else 0)
+        budget_s = self.cfg.train.budget_minutes * 60
+        keeper = BudgetKeeper(budget_s, started, step_s, final_eval_s, online_s,
+                              self.cfg.eval.online_every if self.online is not None else 0, clock=time.time)
+        steps = keeper.plan()
         if self.dist.world > 1:  # each rank's clock started a little apart: the ranks take the smallest plan
             agreed = torch.tensor(steps, device=self.device)
             torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
             steps = int(agreed)
-        self.cfg.optim.total_steps = steps
-        budget_s = self.cfg.train.budget_minutes * 60
-        self._budget = {"end": started + budget_s * (1 - REPLAN_RESERVE), "budget_s": budget_s, "step_s": step_s,
-                        "final_eval_s": final_eval_s, "online_s": online_s, "planned": steps}
+            keeper.agree(steps)
+        self.keeper = keeper
+        self.run_plan.set(steps, budget_planned=steps)
         if self.dist.is_main:
-            save_config(self.cfg, self.run_dir / "config.yaml")
+            self.run_plan.save(self.run_dir)
         return (f"time budget {self.cfg.train.budget_minutes:g} min: {step_s:.2f} s/step measured here "
                 f"({self.global_batch / step_s:.0f} images/s), {steps} steps planned "
                 f"({steps / self.loader.steps_per_epoch:.2f} epochs)")
@@ -366,23 +350,8 @@ class Pretrainer:
 
 def prepare_run_dir(cfg: Config, is_main: bool) -> RunDir:
     """The run directory of a pretraining run, checked against the run it holds (see engine/rundir.py)."""
-    _adopt_budget_plan(cfg)
+    resumed_budget_plan(cfg)  # a resume with another time budget is refused here too
     return open_run_dir(cfg, is_main, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
-
-
-def _adopt_budget_plan(cfg: Config) -> None:
-    """A run planned by a time budget resumes with the step count fixed when it started (its config.yaml's)."""
-    run_dir, o, t = Path(cfg.train.output_dir), cfg.optim, cfg.train
-    if o.total_steps or not (run_dir / "config.yaml").is_file() or not list_checkpoints(run_dir):
-        return
-    saved = read_saved_config(run_dir / "config.yaml")
-    steps, budget = saved.optim.total_steps, saved.train.budget_minutes
-    if not budget or not steps:
-        return
-    if t.budget_minutes != budget:
-        raise UserError(f"{run_dir} was planned for train.budget_minutes={budget:g} ({steps} steps): "
-                        f"resume with train.budget_minutes={budget:g}, or start a new train.output_dir")
-    o.total_steps = int(steps)
 
 
 def pretrain(cfg: Config, progress: bool = True, setup: Callable[[Pretrainer], None] | None = None,
@@ -410,7 +379,7 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         setup(trainer)
     fresh = trainer.step == 0
     baselines = trainer.compute_baselines()
-    if cfg.train.budget_minutes and not cfg.optim.total_steps:
+    if cfg.train.budget_minutes and not cfg.optim.total_steps and trainer.run_plan.budget_planned is None:
         final_eval = baselines.get("eval_seconds", 0.1 * cfg.train.budget_minutes * 60) if cfg.eval.knn_at_end else 0.0
         planned = trainer.plan_budget(t0, final_eval)
         if trainer.dist.is_main:
