@@ -27,7 +27,7 @@ from .augment import Crops
 from .config import Config, ModelConfig, student_name
 from .distributed import DistInfo
 from .errors import UserError
-from .loss import CenteredLoss, _at_least_fp32
+from .loss import CenteredLoss, at_least_fp32
 from .method import Evaluated, Method, Schedule
 from .models import DINOHead, build_backbone
 from .optim import build_optimizer, cancel_last_layer_grads
@@ -35,7 +35,7 @@ from .optim import build_optimizer, cancel_last_layer_grads
 
 def feature_loss(student: Tensor, teacher: Tensor) -> Tensor:
     """Mean of 1 - cos(student_i, teacher_i) over rows: 0 when every projected embedding points the teacher's way."""
-    return 1 - F.cosine_similarity(_at_least_fp32(student), _at_least_fp32(teacher).detach(), dim=-1).mean()
+    return 1 - F.cosine_similarity(at_least_fp32(student), at_least_fp32(teacher).detach(), dim=-1).mean()
 
 
 def distill_cross_entropy(student_out: Tensor, p_teacher: Tensor, student_temp: float, n_global: int = 2) -> Tensor:
@@ -44,7 +44,7 @@ def distill_cross_entropy(student_out: Tensor, p_teacher: Tensor, student_temp: 
 
     ``student_out`` ``[V * B, K]`` (view-major), ``p_teacher`` ``[n_global * B, K]`` target probabilities.
     """
-    log_p_s = F.log_softmax(_at_least_fp32(student_out) / student_temp, dim=-1)
+    log_p_s = F.log_softmax(at_least_fp32(student_out) / student_temp, dim=-1)
     views = student_out.shape[0] // (p_teacher.shape[0] // n_global)
     ce = [torch.sum(-q * log_p, dim=-1).mean() for q in p_teacher.detach().chunk(n_global)
           for log_p in log_p_s.chunk(views)]

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from .config import Config, load_config
 from .dino import DINOMethod, Schedule
-from .method import build_method
+from .factory import build_method
 from .models import DINOModel
 from .schedules import Plan
 

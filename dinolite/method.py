@@ -16,15 +16,16 @@ import torch
 from torch import Tensor, nn
 
 from .augment import Crops, GlobalBatchRNG, MultiCrop
-from .config import Config, ModelConfig
+from .config import Config
 from .distributed import DistInfo
 from .engine import streams
 from .engine.runtime import per_rank_batch
+from .eval.evaluated import Evaluated
 from .optim import set_schedule
 from .schedules import Plan, cosine, scaled_lr, teacher_temperature
 
 if TYPE_CHECKING:
-    from .models import DINOModel
+    pass
 
 
 @dataclass(frozen=True)
@@ -57,20 +58,6 @@ class Schedule:
             backbone_frozen=step < warm,
             unfreeze=warm > 0 and step == warm,
         )
-
-
-@dataclass
-class Evaluated:
-    """A backbone a run is judged by (k-NN, online k-NN, export), with the config that builds it afresh."""
-
-    name: str  # "teacher" for DINO; the student's name for distillation
-    backbone: nn.Module
-    model: ModelConfig
-
-    @property
-    def suffix(self) -> str:
-        """Appended to the metric keys (``knn_top1`` + suffix); DINO's teacher keeps the plain keys."""
-        return "" if self.name == "teacher" else f"_{self.name}"
 
 
 class Method:
@@ -150,29 +137,3 @@ class Method:
             return run()
         finally:
             self.load_state(saved)
-
-
-def build_method(cfg: Config, in_chans: int, device: torch.device | str = "cpu", dist: DistInfo | None = None,
-                 models: tuple[DINOModel, DINOModel] | None = None, init: bool = True) -> tuple[Method, str]:
-    """The method a config asks for: distillation when ``distill.teacher`` is set, else DINO, continued from
-    ``model.init`` when ``init`` (a new run). Returns it and the line saying where it continues from ("" if not)."""
-    from .dino import DINOMethod
-    from .distill import DistillMethod
-    from .reuse import adopt_source
-
-    adopt_source(cfg)  # a backbone-only model.init: its architecture and the head warm-up's settings
-    if cfg.distill.teacher:
-        if models is not None:
-            raise ValueError("models= replaces DINO's student / teacher pair; a distillation recipe lists its "
-                             "students in distill.students")
-        return DistillMethod(cfg, in_chans, device, dist), ""
-    method = DINOMethod(cfg, in_chans, device, dist, models=models)
-    if not (init and cfg.model.init):
-        return method, ""
-    from .reuse import apply_backbone, cached_backbone
-    from .warmstart import apply_init, read_init
-
-    backbone = cached_backbone(cfg)
-    if backbone is not None:
-        return method, apply_backbone(method, backbone)
-    return method, apply_init(method, read_init(cfg.model.init))

@@ -56,8 +56,9 @@ def read_plan(run_dir: str | Path) -> dict | None:
 
 
 def resumed_budget_plan(cfg) -> tuple[int, int] | None:
-    """The step count a time-budget run fixed when it started (its ``plan.json``), when ``cfg`` resumes one;
-    with the step count planned at its start; None for a fresh run or a run of a typed length. A resume with another budget is refused in one line."""
+    """The step count a time-budget run fixed (its ``plan.json``, after any re-plan) and the one planned at its
+    start, when ``cfg`` resumes one; None for a fresh run or a run of a typed length. A resume with another
+    budget is refused in one line."""
     run_dir, budget = Path(cfg.train.output_dir), cfg.train.budget_minutes
     if not budget or cfg.optim.total_steps or not list_checkpoints(run_dir):
         return None

@@ -27,8 +27,8 @@ from .engine.runtime import per_rank_batch, run_threads, start
 from .errors import UserError
 from .eval.pretraining import RunEvaluation, knn_line
 from .export import export_backbone, write_safetensors
+from .factory import build_method
 from .loggers import MetricsWriter
-from .method import build_method
 from .models import backbone_kwargs
 from .monitor import CollapseMonitor, feed
 from .reuse import adopt_source

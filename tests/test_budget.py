@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from dinolite.budget import REPLAN_MIN_STEPS, REPLAN_RESERVE, REPLAN_TOLERANCE, RESERVE, BudgetKeeper, replan_steps, steps_in_budget
+from dinolite.budget import (
+    REPLAN_MIN_STEPS,
+    REPLAN_RESERVE,
+    REPLAN_TOLERANCE,
+    RESERVE,
+    BudgetKeeper,
+    replan_steps,
+    steps_in_budget,
+)
 from dinolite.errors import UserError
 from dinolite.runplan import read_plan
 from dinolite.schedules import Plan

@@ -147,7 +147,7 @@ def wandb_offline(example: Example, stand_in: Path) -> None:
 
 def finetune_defaults(example: Example, stand_in: Path) -> None:
     """'default recipe configs/finetune_fmnist.yaml: --init runs/quickstart' (the pretraining run's directory)."""
-    from dinolite.finetune.config import load_finetune_config
+    from dinolite.finetune.recipe import load_finetune_config
 
     args = parse(example)
     cfg = load_finetune_config(args.config, [f"method={args.method}"])

@@ -15,8 +15,8 @@ from ..data import build_source
 from ..data.base import Source
 from ..distributed import DistInfo
 from ..files import write_text
-from ..method import Evaluated
 from ..models import build_backbone
+from .evaluated import Evaluated
 from .features import RawPixels, extract_features
 from .knn import knn_accuracy
 from .online import OnlineKNN

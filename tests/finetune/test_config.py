@@ -2,10 +2,11 @@
 
 import pytest
 
-from dinolite.errors import UserError
 from dinolite.config import read_saved_config
-from dinolite.finetune.config import FinetuneConfig, load_finetune_config
+from dinolite.errors import UserError
+from dinolite.finetune.config import FinetuneConfig
 from dinolite.finetune.methods import prepare_run_dir
+from dinolite.finetune.recipe import load_finetune_config
 
 
 def test_recipe_loads_and_names_its_run_directory():
