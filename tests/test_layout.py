@@ -51,6 +51,7 @@ def imports(path: Path) -> set[str]:
 # bottom to top; a prefix names a module or a package and every module under it
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"dinolite.files", "dinolite.errors", "dinolite.overrides", "dinolite.checks", "dinolite.config",
+                    "dinolite.schema",
                     "dinolite.loggers", "dinolite.distributed", "dinolite.statedict", "dinolite.pos_embed",
                     "dinolite.layouts.hf", "dinolite.layouts.dinov2", "dinolite.layouts.hf_export",
                     "dinolite.viz", "dinolite.engine.streams"}),
