@@ -8,6 +8,7 @@ library API wrap any of them the same way.
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -128,6 +129,25 @@ class Method:
 
     def load_state(self, state: dict) -> None:
         raise NotImplementedError
+
+    def seconds_per_step(self, loader, plan: Plan, step: int, warmup: int = 2, timed: int = 8) -> float:
+        """Seconds per training step here, from ``warmup + timed`` real steps on ``loader``'s batches at a
+        representative LR (the last layer not frozen); the state is put back afterwards (:meth:`trial`), so the
+        run starts from exactly the state it would have had without the timing."""
+        batches = (batch for epoch in range(warmup + timed) for batch in loader.epoch(epoch))
+        sched = self.schedule(max(plan.warmup, 1), plan)
+
+        def run() -> float:
+            for i in range(warmup + timed):
+                if i == warmup:
+                    torch.cuda.synchronize() if self.device.type == "cuda" else None
+                    t0 = time.time()
+                images, hw, _labels = next(batches)
+                loss, _ = self.train_step(self.make_crops(images, hw, step), sched)
+            loss.item()  # waits for the device
+            return time.time() - t0
+
+        return self.trial(run) / timed
 
     def trial(self, run: Callable[[], float]) -> float:
         """``run()`` (e.g. timing a few steps), then every weight, optimizer moment and center put back, so

@@ -11,51 +11,28 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from tqdm import tqdm
 
+from .baddata import BAD_SAMPLES, check_bad_fraction, check_channels, short_epoch
 from .budget import BudgetKeeper
 from .config import Config, as_dict
 from .data import build_loader, build_source
-from .data.base import Source
 from .distill import DistillMethod
 from .distributed import DistInfo, check_shared_dir, cleanup
 from .engine.checkpoint import list_checkpoints
-from .engine.loop import Engine, StepOut
-from .engine.rundir import RunDir, check_run_dir, create_run_dir, open_run_dir
+from .engine.loop import StepOut, resume_task, start_engine
+from .engine.rundir import check_run_dir, create_run_dir
 from .engine.runtime import per_rank_batch, run_threads, start
 from .errors import UserError
 from .eval.pretraining import RunEvaluation, knn_line
-from .export import export_backbone, write_safetensors
 from .factory import build_method
-from .loggers import MetricsWriter
-from .models import backbone_kwargs
 from .monitor import CollapseMonitor, feed
+from .pretrain_dir import FIXED_ON_RESUME, SCHEDULE
 from .reuse import adopt_source
 from .runplan import RunPlan, resumed_budget_plan
+from .runtext import end_line, start_lines
 from .schedules import Plan
-from .weights import BackboneSpec
-
-BAD_SAMPLES = "bad_samples.txt"
-MIN_IMAGES_FOR_BAD_FRACTION = 200  # a few bad files among the first images are not yet "mostly broken"
-
-
-def check_channels(cfg: Config, source: Source) -> None:
-    if len(cfg.augment.mean) != source.channels:
-        raise UserError(f"augment.mean/std have {len(cfg.augment.mean)} values but the images have "
-                        f"{source.channels} channel(s): set augment.mean and augment.std to {source.channels} value(s)")
-
-
-# A resume may not change these (the checkpoints' shapes, the crops, the data), and needs
-# train.resume_schedule_change=true for those (the schedules' length); see engine/rundir.py.
-FIXED_ON_RESUME = ("model.arch", "model.patch_size", "model.embed_dim", "model.depth", "model.num_heads",
-                   "model.reg_tokens", "model.mlp_ratio", "model.init_values", "model.no_embed_class", "model.out_dim",
-                   "model.hidden_dim", "model.bottleneck_dim", "model.head_layers",
-                   "model.norm_last_layer", "augment.global_crops_size", "augment.local_crops_size",
-                   "augment.local_crops_number", "data.source", "data.root", "data.train_dir",
-                   "loss.ibot_separate_head", "model.init", "distill.teacher", "distill.teacher_arch",
-                   "distill.objective", "distill.students")
-SCHEDULE = ("optim.epochs", "optim.total_steps", "optim.batch_size")
+from .trained import export_trained
 
 
 class Pretrainer:
@@ -75,7 +52,7 @@ class Pretrainer:
         adopt_source(cfg)  # a backbone-only model.init gives the architecture (before the run directory's checks)
         accepted = check_run_dir(cfg, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
         self.source = build_source(cfg.data, "train")
-        check_channels(cfg, self.source)
+        check_channels(cfg, self.source.channels)
         if len(self.source) < self.global_batch:
             raise UserError(f"{len(self.source)} training images are fewer than one global batch "
                             f"({self.global_batch}): lower optim.batch_size")
@@ -96,12 +73,9 @@ class Pretrainer:
         if self.dist.is_main:
             self.run_plan.save(self.run_dir)
         self.step = 0
-        t = cfg.train
-        self.metrics = MetricsWriter(self.run_dir / "metrics.jsonl", self.dist.is_main, t.loggers,
-                                     as_dict(cfg), t.wandb_project, t.wandb_mode)
-        self.engine = Engine(self.run_dir, self.dist, self.device, self.metrics, t.keep_checkpoints,
-                             t.checkpoint_every_minutes, t.log_every, self.progress, "pretrain",
-                             batch_images=self.global_batch)
+        self.engine = start_engine(self.run_dir, self.dist, self.device, cfg, self.progress, "pretrain",
+                                   self.global_batch)
+        self.metrics = self.engine.metrics
         self.evaluation = RunEvaluation(cfg, self.source, self.device, self.dist, self.progress, self.run_dir)
         self.online = self.evaluation.online_knn()
         self.baselines: dict[str, float] = {}
@@ -125,17 +99,13 @@ class Pretrainer:
         self.saved_world = int(state["world"])
 
     def _resume(self) -> None:
-        path = self.engine.resume(self)
-        if path is None:
-            if self._init_line and self.dist.is_main:
-                print(self._init_line, flush=True)
-            return
-        if self.run.schedule_changes:  # accepted with train.resume_schedule_change=true
-            self.metrics.write({"step": self.step, "schedule_change": self.run.schedule_changes})
-        if self.dist.is_main:
-            saved_by = f" (saved by {self.saved_world} processes, resumed on {self.dist.world})" \
-                if self.saved_world != self.dist.world else ""
-            print(f"resumed from {path} at step {self.step}{saved_by}", flush=True)
+        def saved_by() -> str:
+            world = self.saved_world
+            return f" (saved by {world} processes, resumed on {self.dist.world})" if world != self.dist.world else ""
+
+        if resume_task(self.engine, self, self.run.schedule_changes, saved_by) is None and self._init_line \
+                and self.dist.is_main:
+            print(self._init_line, flush=True)
 
     # ---- the loop ----------------------------------------------------------------------------
     @property
@@ -149,31 +119,12 @@ class Pretrainer:
         return self.plan.total
 
     def short_epoch(self, epoch: int) -> None:
-        """The loader ended the epoch early: its shards hold fewer samples than their manifest says.
-        One process skips to the next epoch (the schedules go on from there); several processes
-        cannot agree on a shorter epoch without a collective per step, so they stop with one line."""
-        spe = self.steps_per_epoch
-        missing = (epoch + 1) * spe - self.step
-        root = self.cfg.data.root
-        where = f"the shards of {root}"
-        if self.dist.world > 1:
-            raise UserError(f"{where} hold fewer samples than their manifest says (epoch {epoch} ended {missing} "
-                            f"steps early on rank {self.dist.rank}): run 'dinolite shards --verify {root}' "
-                            f"and fix the manifest or rewrite the shards")
-        warning = (f"{where} hold fewer samples than their manifest says: epoch {epoch} ended {missing} steps early "
-                   f"(no sample recycled); check them with 'dinolite shards --verify {self.cfg.data.root}'")
+        """The loader ended the epoch early (``baddata.short_epoch``): one process goes on from the next epoch."""
+        missing, warning = short_epoch(self.cfg.data.root, epoch, self.steps_per_epoch, self.step, self.dist)
         tqdm.write(f"warning: {warning}")
-        self.step = (epoch + 1) * spe
+        self.step = (epoch + 1) * self.steps_per_epoch
         self.metrics.write({"step": self.step, "epoch": epoch + 1, "short_epoch_steps": missing,
                             "skipped_samples": self.loader.skipped_samples(), "warnings": [warning]})
-
-    def _check_bad_fraction(self, bad: int, read: int) -> None:
-        """Stop when the data are mostly broken (more than data.max_bad_fraction of the images read so far)."""
-        limit = self.cfg.data.max_bad_fraction
-        if read >= MIN_IMAGES_FOR_BAD_FRACTION and bad > limit * read:
-            listed = f" (listed in {self.run_dir / BAD_SAMPLES})" if self.cfg.data.source == "folder" else ""
-            raise UserError(f"{bad} of the {read} images read so far could not be decoded{listed}, more than "
-                            f"data.max_bad_fraction={limit:g}: fix or remove them, or raise data.max_bad_fraction")
 
     nan_advice = "lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume"
 
@@ -202,7 +153,7 @@ class Pretrainer:
         sched = self._sched
         record.update(lr=sched.lr, wd=sched.wd, momentum=sched.momentum, teacher_temp=sched.teacher_temp)
         record["skipped_samples"] = skipped = round(record["skipped_samples"])
-        self._check_bad_fraction(skipped, (self.step - self._first_step) * self.global_batch)
+        check_bad_fraction(self.cfg.data, self.run_dir, skipped, (self.step - self._first_step) * self.global_batch)
         postfix: dict[str, str] = {}
         if "teacher_entropy" in record:  # DINO's teacher: its collapse statistics, means over the log interval
             postfix["H"] = f"{record['teacher_entropy']:.2f}"
@@ -267,25 +218,10 @@ class Pretrainer:
             self.export()
 
     # ---- the time budget ---------------------------------------------------------------------
-    def time_steps(self, warmup: int = 2, timed: int = 8) -> float:
-        """Seconds per training step on this machine (the slowest rank's), from real steps on real
-        batches; the method's state is put back afterwards (``Method.trial``), so the run itself
-        starts from exactly the state it would have had without the timing."""
-        plan, method = self.plan, self.method
-        batches = (batch for epoch in range(warmup + timed) for batch in self.loader.epoch(epoch))
-        sched = method.schedule(max(plan.warmup, 1), plan)  # a representative LR, the last layer not frozen
-
-        def run() -> float:
-            for i in range(warmup + timed):
-                if i == warmup:
-                    torch.cuda.synchronize() if self.device.type == "cuda" else None
-                    t0 = time.time()
-                images, hw, _labels = next(batches)
-                loss, _ = method.train_step(method.make_crops(images, hw, self.step), sched)
-            loss.item()  # waits for the device
-            return time.time() - t0
-
-        per_step = torch.tensor(method.trial(run) / timed, device=self.device)
+    def time_steps(self) -> float:
+        """Seconds per training step on this machine (the slowest rank's), from real steps on real batches
+        (``Method.seconds_per_step``: the method's state is put back afterwards)."""
+        per_step = torch.tensor(self.method.seconds_per_step(self.loader, self.plan, self.step), device=self.device)
         if self.dist.world > 1:
             torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
         return float(per_step)
@@ -313,22 +249,8 @@ class Pretrainer:
                 f"({steps / self.loader.steps_per_epoch:.2f} epochs)")
 
     def export(self) -> list[Path]:
-        """The trained backbones on their own: DINO's teacher as ``teacher_backbone.safetensors`` (timm's
-        parameter names, the model in its metadata); each distilled student as an export folder
-        ``students/<name>/`` that timm loads (``timm.create_model("local-dir:...")``)."""
-        out: list[Path] = []
-        for ev in self.method.evaluated():
-            kwargs = backbone_kwargs(ev.model, self.source.channels, self.cfg.augment.global_crops_size, 0.0)
-            if ev.name == "teacher":
-                path = self.run_dir / "teacher_backbone.safetensors"
-                meta = {"arch": ev.model.arch, "timm_kwargs": OmegaConf.to_yaml(OmegaConf.create(kwargs))}
-                write_safetensors(ev.backbone.state_dict(), path, meta)
-                out.append(path)
-            else:
-                spec = BackboneSpec(ev.model.arch, kwargs, ev.backbone.state_dict(), self.run_dir / "config.yaml",
-                                    "dinolite-distill", self.cfg)
-                out.append(export_backbone(spec, self.run_dir / "students" / ev.name))
-        return out
+        """The trained backbones on their own, for timm (``trained.export_trained``)."""
+        return export_trained(self.method.evaluated(), self.source.channels, self.cfg, self.run_dir)
 
     # ---- evaluation (eval/pretraining.py) ---------------------------------------------------
     def compute_baselines(self) -> dict[str, float]:
@@ -346,12 +268,6 @@ class Pretrainer:
         results.update({k: v for k, v in self.baselines.items() if k.startswith("knn_top1_")})
         self.metrics.write({"step": self.step, **results})
         return results
-
-
-def prepare_run_dir(cfg: Config, is_main: bool) -> RunDir:
-    """The run directory of a pretraining run, checked against the run it holds (see engine/rundir.py)."""
-    resumed_budget_plan(cfg)  # a resume with another time budget is refused here too
-    return open_run_dir(cfg, is_main, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
 
 
 def pretrain(cfg: Config, progress: bool = True, setup: Callable[[Pretrainer], None] | None = None,
@@ -385,18 +301,12 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         if trainer.dist.is_main:
             print(planned, flush=True)
     if trainer.dist.is_main:  # the start banner: what runs where, and from which state
-        online = " (random init)" if "knn_online_random_init" in baselines else ""
-        known = [f"{k} {v:.2f} %{online if k == 'knn_online_random_init' else ''}" for k, v in baselines.items()
-                 if k.startswith("knn")] if fresh else []
-        spe = trainer.loader.steps_per_epoch
+        students = [ev.name for ev in trainer.method.evaluated()] if isinstance(trainer.method, DistillMethod) else []
         start = "from step 0" if fresh else f"resumed at step {trainer.step} from {trainer.engine.last_good}"
-        if isinstance(trainer.method, DistillMethod):
-            names = ", ".join(ev.name for ev in trainer.method.evaluated())
-            print(f"distilling {cfg.distill.teacher} ({cfg.distill.objective} objective) into {names}", flush=True)
-        print(f"training {trainer.total_steps} steps of {cfg.optim.batch_size} images "
-              f"({trainer.total_steps / spe:.2f} epochs of {len(trainer.source)}, {spe} steps per epoch) on "
-              f"{trainer.device.type} x {trainer.dist.world} in {trainer.run_dir}, {start}"
-              + (f"; baselines: {', '.join(known)}" if known else ""), flush=True)
+        where = f"{trainer.device.type} x {trainer.dist.world} in {trainer.run_dir}, {start}"
+        for line in start_lines(cfg, baselines if fresh else {}, trainer.total_steps, trainer.steps_per_epoch,
+                                len(trainer.source), where, students):
+            print(line, flush=True)
     trainer.fit()
     results: dict[str, float] = {}
     done = trainer.step >= trainer.total_steps
@@ -406,12 +316,7 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
     if trainer.dist.is_main and results:
         print(knn_line(cfg, results, trainer.method.evaluated()), flush=True)
     if trainer.dist.is_main:
-        state = "finished" if done else "stopped"
-        listed = ""
-        if cfg.data.source == "folder" and trainer.skipped:
-            listed = f" (listed in {trainer.run_dir / BAD_SAMPLES})"
-        skipped = f"{trainer.skipped} bad samples skipped{listed}; " if cfg.data.source in ("shards", "folder") else ""
-        print(f"{state} at step {trainer.step}/{trainer.total_steps} in {time.time() - t0:.0f} s; {skipped}"
-              f"run directory {trainer.run_dir}", flush=True)
+        print(end_line(cfg, done, trainer.step, trainer.total_steps, time.time() - t0, trainer.skipped,
+                       trainer.run_dir), flush=True)
     trainer.metrics.close()  # TensorBoard / W&B: the run's records are all written
     return results

@@ -18,10 +18,9 @@ from ..augment import EvalTransform, GlobalBatchRNG
 from ..config import as_dict
 from ..distributed import DistInfo, barrier
 from ..engine import streams
-from ..engine.loop import Engine, StepOut
+from ..engine.loop import StepOut, resume_task, start_engine
 from ..errors import UserError
 from ..export import write_safetensors
-from ..loggers import MetricsWriter
 from ..optim import set_schedule
 from ..schedules import cosine, scaled_lr
 from ..weights import load_into
@@ -98,16 +97,9 @@ class FinetuneTrainer:
         self.stop = min(self.total_steps, stop_at) if stop_at > 0 else self.total_steps
         self.step, self.history = 0, list[dict]()
         self.final_logits: tuple[list[Tensor], Tensor] | None = None
-        t = cfg.train
-        self.metrics = MetricsWriter(self.out_dir / "metrics.jsonl", dist.is_main, t.loggers, as_dict(cfg),
-                                     t.wandb_project, t.wandb_mode)
-        self.engine = Engine(self.out_dir, dist, device, self.metrics, t.keep_checkpoints, t.checkpoint_every_minutes,
-                             t.log_every, self.progress, desc, batch_images=self.global_batch)
-        if self.engine.resume(self) is not None:
-            if schedule_changes:  # accepted with train.resume_schedule_change=true
-                self.metrics.write({"step": self.step, "schedule_change": schedule_changes})
-            if dist.is_main:
-                print(f"resumed from {self.last_good} at step {self.step}", flush=True)
+        self.engine = start_engine(self.out_dir, dist, device, cfg, self.progress, desc, self.global_batch)
+        self.metrics = self.engine.metrics
+        resume_task(self.engine, self, schedule_changes)
 
     @property
     def last_good(self) -> Path | None:
