@@ -145,3 +145,16 @@ class BudgetKeeper:
             return total, None
         return new, {"from_steps": total, "to_steps": new, "step_s": round(step_s, 4),
                      "planned_step_s": round(self.step_s, 4), "left_s": round(left_s, 1)}
+
+    def plan_line(self, global_batch: int, steps: int, steps_per_epoch: int) -> str:
+        """The line that says what the budget planned."""
+        return (f"time budget {self.budget_s / 60:g} min: {self.step_s:.2f} s/step measured here "
+                f"({global_batch / self.step_s:.0f} images/s), {steps} steps planned "
+                f"({steps / steps_per_epoch:.2f} epochs)")
+
+    def replan_line(self, step: int, why: dict) -> str:
+        """The line that says a re-plan happened (``why``: the record :meth:`replan` returned)."""
+        where = "behind" if why["to_steps"] < why["from_steps"] else "ahead of"
+        return (f"{where} the time budget at step {step} ({why['step_s']:.2f} s/step against {self.step_s:.2f} "
+                f"planned, {why['left_s']:.0f} s left): re-planned {why['from_steps']} -> {why['to_steps']} steps, "
+                f"the schedules end with it")

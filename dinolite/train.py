@@ -1,8 +1,5 @@
-"""Pretraining as a task of the run engine: builds the parts, wires one step together, evaluates.
-
-The maths lives elsewhere (loss.py, schedules.py, augment.py, models.py); the loop, its collective
-decisions, checkpoints and the run directory are the engine's (``dinolite/engine/``).
-"""
+"""Pretraining as a task of the run engine: builds the parts, wires one step together, evaluates. The maths
+lives elsewhere; the loop, checkpoints and the run directory are the engine's (``dinolite/engine/``)."""
 
 from __future__ import annotations
 
@@ -26,7 +23,7 @@ from .engine.runtime import per_rank_batch, run_threads, start
 from .errors import UserError
 from .eval.pretraining import RunEvaluation, knn_line
 from .factory import build_method
-from .monitor import CollapseMonitor, feed
+from .monitor import CollapseMonitor, feed, monitors_for
 from .pretrain_dir import FIXED_ON_RESUME, SCHEDULE
 from .reuse import adopt_source
 from .runplan import RunPlan, resumed_budget_plan
@@ -40,14 +37,15 @@ class Pretrainer:
     ``dino.DINOMethod``, or ``distill.DistillMethod`` when ``distill.teacher`` is set; the method owns the models
     and the step), the time budget and the evaluation of what the method trains."""
 
+    nan_advice = "lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume"
+
     def __init__(self, cfg: Config, dist_info: DistInfo | None = None, progress: bool = True):
         self.cfg = cfg  # cfg.train.threads is applied by pretrain(), which gives the caller's setting back
         self.device, self.dist = start(cfg.train.device, dist_info)
         self.global_batch = cfg.optim.batch_size
         self.batch = per_rank_batch(self.global_batch, self.dist.world)
         self.progress = progress and self.dist.is_main
-        # The run directory's checks first (another recipe, a resume that changes the model), then the parts;
-        # nothing is written until the data, the method and model.init have been read without error.
+        # The run directory's checks first, then the parts; nothing is written until all were read without error.
         resumed_plan = resumed_budget_plan(cfg)  # a budget run resumes on the step count it fixed (plan.json)
         adopt_source(cfg)  # a backbone-only model.init gives the architecture (before the run directory's checks)
         accepted = check_run_dir(cfg, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
@@ -86,7 +84,6 @@ class Pretrainer:
         self._monitors: dict[str, CollapseMonitor] = {}
         self._resume()
 
-    # ---- checkpoints -------------------------------------------------------------------------
     def state(self) -> dict:
         """Everything a resume needs; the same on every rank, so it resumes on any world size."""
         return {**self.method.state(), "step": self.step, "config": as_dict(self.cfg), "world": self.dist.world}
@@ -107,11 +104,9 @@ class Pretrainer:
                 and self.dist.is_main:
             print(self._init_line, flush=True)
 
-    # ---- the loop ----------------------------------------------------------------------------
     @property
     def plan(self) -> Plan:
-        """The run's length and warm-up / freeze spans in steps (see schedules.span_steps); ``runplan.RunPlan``
-        owns it."""
+        """The run's length and warm-up / freeze spans in steps; ``runplan.RunPlan`` owns it."""
         return self.run_plan.plan
 
     @property
@@ -126,9 +121,6 @@ class Pretrainer:
         self.metrics.write({"step": self.step, "epoch": epoch + 1, "short_epoch_steps": missing,
                             "skipped_samples": self.loader.skipped_samples(), "warnings": [warning]})
 
-    nan_advice = "lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume"
-
-    # ---- the task's parts of the engine's loop -----------------------------------------------
     @property
     def steps_per_epoch(self) -> int:
         return self.loader.steps_per_epoch
@@ -163,9 +155,7 @@ class Pretrainer:
             for ev in self.method.evaluated():
                 record[f"knn_online{ev.suffix}"] = knn = self.online(ev.backbone)
                 postfix[f"knn{ev.suffix}"] = f"{knn:.1f}"
-        random_init = {ev.suffix: self.baselines[f"knn_online_random_init{ev.suffix}"]
-                       for ev in self.method.evaluated() if f"knn_online_random_init{ev.suffix}" in self.baselines}
-        for warning in feed(self._monitors, record, random_init):
+        for warning in feed(self._monitors, record, self.baselines):
             record.setdefault("warnings", []).append(warning)
             tqdm.write(f"warning: {warning}")
         return postfix
@@ -191,44 +181,29 @@ class Pretrainer:
             monitor.warmup = plan.warmup
         if self.dist.is_main:
             self.run_plan.save(self.run_dir)
-            where = "behind" if new < total else "ahead of"
-            tqdm.write(f"{where} the time budget at step {self.step} ({why['step_s']:.2f} s/step against "
-                       f"{self.keeper.step_s:.2f} planned, {left:.0f} s left): re-planned {total} -> {new} steps, "
-                       f"the schedules end with it")
+            tqdm.write(self.keeper.replan_line(self.step, why))
         return self._stop
 
     def after_epoch(self) -> None:
-        pass
+        """Nothing to do between epochs (the engine's hook)."""
 
     def fit(self) -> None:
         """Train to the end of the plan (or ``train.stop_after_steps``); the trained backbones are exported."""
         cfg, plan = self.cfg, self.plan
         self._first_step = self.step
         self._stop = min(plan.total, cfg.train.stop_after_steps or plan.total)
-        # one monitor per trained backbone: each one's online k-NN is judged against its own random init, within
-        # the noise of the online k-NN's own number of queries
-        queries = self.online.queries if self.online is not None else 0
-        self._monitors = {ev.suffix: CollapseMonitor(cfg.model.out_dim, cfg.train.collapse_patience,
-                                                     warmup=plan.warmup, queries=queries,
-                                                     centering=cfg.loss.centering)
-                          for ev in self.method.evaluated()}
+        self._monitors = monitors_for([ev.suffix for ev in self.method.evaluated()], cfg.model.out_dim,
+                                      cfg.train.collapse_patience, plan.warmup,
+                                      self.online.queries if self.online is not None else 0, cfg.loss.centering)
         self.engine.run(self, self._stop)
         self.skipped = self.loader.skipped_samples()  # bad samples (shards); with several ranks every rank calls it
         if self.dist.is_main and self.step >= self.total_steps:
             self.export()
 
-    # ---- the time budget ---------------------------------------------------------------------
-    def time_steps(self) -> float:
-        """Seconds per training step on this machine (the slowest rank's), from real steps on real batches
-        (``Method.seconds_per_step``: the method's state is put back afterwards)."""
-        per_step = torch.tensor(self.method.seconds_per_step(self.loader, self.plan, self.step), device=self.device)
-        if self.dist.world > 1:
-            torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
-        return float(per_step)
-
     def plan_budget(self, started: float, final_eval_s: float) -> str:
         """Fix the run's length from ``train.budget_minutes``: time a few steps, fit the rest of the budget (less
-        ``final_eval_s`` for the evaluation after training), save it in plan.json; the budget is then kept."""
+        ``final_eval_s`` for the evaluation after training), save it in plan.json; the budget is then kept. The
+        steps are timed for real (``Method.seconds_per_step``, the slowest rank's; the state is put back)."""
         step_s = self.time_steps()
         online_s = self.baselines.get("online_seconds", 0.0) if self.online is not None else 0.0
         budget_s = self.cfg.train.budget_minutes * 60
@@ -244,15 +219,18 @@ class Pretrainer:
         self.run_plan.set(steps, budget_planned=steps)
         if self.dist.is_main:
             self.run_plan.save(self.run_dir)
-        return (f"time budget {self.cfg.train.budget_minutes:g} min: {step_s:.2f} s/step measured here "
-                f"({self.global_batch / step_s:.0f} images/s), {steps} steps planned "
-                f"({steps / self.loader.steps_per_epoch:.2f} epochs)")
+        return keeper.plan_line(self.global_batch, steps, self.steps_per_epoch)
+
+    def time_steps(self) -> float:
+        per_step = torch.tensor(self.method.seconds_per_step(self.loader, self.plan, self.step), device=self.device)
+        if self.dist.world > 1:
+            torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
+        return float(per_step)
 
     def export(self) -> list[Path]:
         """The trained backbones on their own, for timm (``trained.export_trained``)."""
         return export_trained(self.method.evaluated(), self.source.channels, self.cfg, self.run_dir)
 
-    # ---- evaluation (eval/pretraining.py) ---------------------------------------------------
     def compute_baselines(self) -> dict[str, float]:
         """The random-init and raw-pixel figures the run is measured against (kept in baselines.json)."""
         reference = {}

@@ -51,17 +51,19 @@ def imports(path: Path) -> set[str]:
 # bottom to top; a prefix names a module or a package and every module under it
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"dinolite.files", "dinolite.errors", "dinolite.overrides", "dinolite.checks", "dinolite.config",
-                    "dinolite.schema",
+                    "dinolite.schema", "dinolite.baddata",
                     "dinolite.loggers", "dinolite.distributed", "dinolite.statedict", "dinolite.pos_embed",
                     "dinolite.layouts.hf", "dinolite.layouts.dinov2", "dinolite.layouts.hf_export",
                     "dinolite.viz", "dinolite.engine.streams"}),
     ("data and maths", {"dinolite.data", "dinolite.schedules", "dinolite.masking", "dinolite.loss", "dinolite.optim",
                         "dinolite.budget", "dinolite.monitor", "dinolite.augment", "dinolite.models"}),
     ("engine", {"dinolite.engine"}),
-    ("weights", {"dinolite.weights", "dinolite.export", "dinolite.layouts", "dinolite.reuse", "dinolite.runplan"}),
+    ("weights", {"dinolite.weights", "dinolite.export", "dinolite.layouts", "dinolite.reuse", "dinolite.runplan",
+                 "dinolite.trained"}),
     ("evaluation", {"dinolite.eval"}),
     ("methods", {"dinolite.method", "dinolite.dino", "dinolite.distill", "dinolite.warmstart", "dinolite.factory"}),
-    ("tasks", {"dinolite.train", "dinolite.loop", "dinolite.jobs", "dinolite.finetune"}),
+    ("tasks", {"dinolite.train", "dinolite.loop", "dinolite.jobs", "dinolite.finetune", "dinolite.pretrain_dir",
+               "dinolite.runtext"}),
     ("command line", {"dinolite.commands", "dinolite.cli", "dinolite.__main__"}),
 ]
 # The package's root holds the version, the start time and lazy re-exports: anyone may read it, and what it
