@@ -33,9 +33,8 @@ from .trained import export_trained
 
 
 class Pretrainer:
-    """One pretraining run as a task of the run engine (``engine.loop``): the data, the method (DINO's
-    ``dino.DINOMethod``, or ``distill.DistillMethod`` when ``distill.teacher`` is set; the method owns the models
-    and the step), the time budget and the evaluation of what the method trains."""
+    """One pretraining run as a task of the run engine (``engine.loop``): the data, the method (DINO, or distillation
+    when ``distill.teacher`` is set; it owns the models and the step), the time budget, the evaluation."""
 
     nan_advice = "lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume"
 
