@@ -25,7 +25,7 @@ _API = {
     "cosine": "schedules", "teacher_temperature": "schedules", "scaled_lr": "schedules",
     "knn_accuracy": "eval.knn", "knn_accuracies": "eval.knn",
     "DINOMethod": "dino", "Schedule": "dino", "DistillMethod": "distill", "load_teacher": "distill",
-    "DINOTrainer": "loop", "pretrain": "train", "Pretrainer": "train",
+    "DINOTrainer": "library", "pretrain": "train", "Pretrainer": "train",
     "FashionMNIST": "data.fashion_mnist", "ImageFolder": "data.folder",
     "export_backbone": "export", "resolve": "weights",
     "embed": "eval.embed",

@@ -86,7 +86,7 @@ JOB_KINDS: dict[str, JobKind] = {
     "pretrain": JobKind("dinolite.config:Config", "dinolite.config:load_config",
                         "dinolite.pretrain_dir:prepare_run_dir", "dinolite.train:pretrain"),
     "finetune": JobKind("dinolite.finetune.config:FinetuneConfig", "dinolite.finetune.recipe:load_finetune_config",
-                        "dinolite.finetune.methods:prepare_run_dir", "dinolite.finetune.methods:finetune",
+                        "dinolite.finetune.methods:prepare_finetune_dir", "dinolite.finetune.methods:finetune",
                         name_keys=("recipe", "method"),
                         paths=("train.output_dir", "data.root", "data.eval_shards", "init", "born_again.teacher"),
                         weights=("init", "born_again.teacher")),

@@ -17,10 +17,10 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dinolite"
 
-TASKS = {"dinolite.train", "dinolite.loop", "dinolite.jobs", "dinolite.finetune", "dinolite.commands", "dinolite.cli"}
+TASKS = {"dinolite.train", "dinolite.library", "dinolite.jobs", "dinolite.finetune", "dinolite.commands", "dinolite.cli"}
 MATHS = {"dinolite.loss", "dinolite.models", "dinolite.augment", "dinolite.schedules", "dinolite.masking",
          "dinolite.optim", "dinolite.dino", "dinolite.eval"}
-PRETRAINING = {"dinolite.train", "dinolite.dino", "dinolite.loop", "dinolite.loss", "dinolite.monitor"}
+PRETRAINING = {"dinolite.train", "dinolite.dino", "dinolite.library", "dinolite.loss", "dinolite.monitor"}
 
 
 def module_name(path: Path) -> str:
@@ -62,7 +62,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                  "dinolite.trained"}),
     ("evaluation", {"dinolite.eval"}),
     ("methods", {"dinolite.method", "dinolite.dino", "dinolite.distill", "dinolite.warmstart", "dinolite.factory"}),
-    ("tasks", {"dinolite.train", "dinolite.loop", "dinolite.jobs", "dinolite.finetune", "dinolite.pretrain_dir",
+    ("tasks", {"dinolite.train", "dinolite.library", "dinolite.jobs", "dinolite.finetune", "dinolite.pretrain_dir",
                "dinolite.runtext"}),
     ("command line", {"dinolite.commands", "dinolite.cli", "dinolite.__main__"}),
 ]

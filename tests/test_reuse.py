@@ -16,7 +16,7 @@ import torch
 from dinolite.cli import main
 from dinolite.data import build_loader, build_source
 from dinolite.engine import checkpoint as ckpt
-from dinolite.loop import DINOTrainer
+from dinolite.library import DINOTrainer
 from dinolite.optim import build_optimizer
 from tests.helpers import tiny_overrides
 from tests.layouts.sources import dinov2_official, hf_folder, tiny_vit

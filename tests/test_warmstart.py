@@ -124,7 +124,7 @@ def test_a_missing_init_is_refused_by_the_config():
 
 
 def test_the_library_api_continues_too(tmp_path, fmnist_root):
-    from dinolite.loop import DINOTrainer
+    from dinolite.library import DINOTrainer
 
     source = tmp_path / "checkpoint.pth"
     saved = write_reference_checkpoint(source, tiny_config(tmp_path / "x", **DINO_ONLY))

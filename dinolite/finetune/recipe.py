@@ -21,13 +21,13 @@ def load_finetune_config(config: str | None = None, overrides: list[str] | None 
     if not cfg.train.output_dir:
         cfg.train.output_dir = f"runs/{cfg.recipe}-{cfg.method}"
     out = cast(FinetuneConfig, OmegaConf.to_object(cfg))
-    validate(out)
+    validate_finetune(out)
     return out
 
 
-def validate(cfg: FinetuneConfig) -> None:
+def validate_finetune(cfg: FinetuneConfig) -> None:
     """Checks that types cannot express; each message names the key and the fix. Each method checks its own
-    section (``Method.checks``), all of them whichever method is chosen."""
+    section (``FinetuneMethod.checks``), all of them whichever method is chosen."""
     a, o = cfg.augment, cfg.optim
     checks = [
         (cfg.method in METHODS, f"method must be one of {', '.join(METHODS)} (--method)"),

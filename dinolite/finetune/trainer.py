@@ -30,7 +30,7 @@ from .data import LabeledData, check_batch_labels
 from .exits import MultiExitViT
 from .metrics import accuracy
 from .model import MODEL_FILE, save_model
-from .optim import build_optimizer
+from .optim import build_layerwise_optimizer
 
 LOGITS_FILE = "test_logits.safetensors"
 
@@ -91,7 +91,7 @@ class FinetuneTrainer:
         self.augment = LabeledAugment(image_size, a.scale, a.flip_p, a.jitter_p, a.brightness, a.contrast,
                                       a.saturation, mean, std).to(device)
         self.eval_view = EvalTransform(image_size, a.crop_ratio, mean, std).to(device)
-        self.optimizer = build_optimizer(self.module, self.module.depth, cfg.optim.layer_decay, device)
+        self.optimizer = build_layerwise_optimizer(self.module, self.module.depth, cfg.optim.layer_decay, device)
         self.seed = seed
         self.generator = torch.Generator(device)  # reseeded every step (engine/streams.py)
         self.stop = min(self.total_steps, stop_at) if stop_at > 0 else self.total_steps
