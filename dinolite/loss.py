@@ -21,15 +21,23 @@ def dino_cross_entropy(student_out: Tensor, teacher_out: Tensor, center: Tensor,
     gradient. Pairs where the student sees the same view as the teacher are skipped. ``p_teacher``
     replaces the centred softmax with given targets (Sinkhorn-Knopp).
     """
-    n_views = student_out.shape[0] // (teacher_out.shape[0] // n_global)
-    log_p_s = F.log_softmax(at_least_fp32(student_out) / student_temp, dim=-1).chunk(n_views)
     if p_teacher is None:
-        p_teacher = F.softmax((at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1)
-    p_t = p_teacher.detach().chunk(n_global)
+        p_teacher = teacher_targets(teacher_out, center, teacher_temp)
+    return pairwise_cross_entropy(student_out, p_teacher, student_temp, n_global, same_view=False)
+
+
+def pairwise_cross_entropy(student_out: Tensor, p_teacher: Tensor, student_temp: float, n_global: int = 2,
+                           same_view: bool = False) -> Tensor:
+    """Mean over pairs (teacher global view i, student view j) of H(P_t^i, P_s^j), ``P_s`` the student's softmax
+    at ``student_temp``; the pairs where both see the same view only when ``same_view`` (distillation, not DINO).
+    ``student_out`` ``[V * B, K]`` and ``p_teacher`` ``[n_global * B, K]``, both view-major; no gradient reaches
+    the targets."""
+    n_views = student_out.shape[0] // (p_teacher.shape[0] // n_global)
+    log_p_s = F.log_softmax(at_least_fp32(student_out) / student_temp, dim=-1).chunk(n_views)
     total, pairs = student_out.new_zeros((), dtype=log_p_s[0].dtype), 0
-    for i, q in enumerate(p_t):
+    for i, q in enumerate(p_teacher.detach().chunk(n_global)):
         for j, log_p in enumerate(log_p_s):
-            if i == j:
+            if i == j and not same_view:
                 continue
             total = total + torch.sum(-q * log_p, dim=-1).mean()
             pairs += 1
