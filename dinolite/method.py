@@ -11,22 +11,16 @@ import copy
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .augment import Crops, GlobalBatchRNG, MultiCrop
+from .augment import Crops, MultiCrop
 from .config import Config
 from .distributed import DistInfo
-from .engine import streams
-from .engine.runtime import per_rank_batch
 from .eval.evaluated import Evaluated
-from .optim import set_schedule
 from .schedules import Plan, cosine, scaled_lr, teacher_temperature
-
-if TYPE_CHECKING:
-    pass
+from .step import TrainStep
 
 
 @dataclass(frozen=True)
@@ -61,16 +55,14 @@ class Schedule:
         )
 
 
-class Method:
-    """The parts every method has: the run's config, device and ranks, and its multi-crop augmentation."""
+class Method(TrainStep):
+    """The parts every pretraining method has: the run's config, device and ranks, its multi-crop augmentation,
+    and the step's skeleton (``step.TrainStep``: seeds, DDP, the optimizer's step)."""
 
     def __init__(self, cfg: Config, device: torch.device | str, dist: DistInfo | None):
-        self.cfg, self.device = cfg, torch.device(device)
-        self.dist = dist or DistInfo()
-        self.global_batch = cfg.optim.batch_size
-        self.batch = per_rank_batch(self.global_batch, self.dist.world)
+        super().__init__(device, dist, cfg.train.seed, cfg.optim.batch_size)
+        self.cfg = cfg
         self.augment = MultiCrop(cfg.augment).to(self.device)
-        self.generator = torch.Generator(self.device)  # reseeded every step (engine/streams.py)
 
     def schedule(self, step: int, plan: Plan) -> Schedule:
         return Schedule.at(self.cfg, step, plan, self.global_batch)
@@ -78,44 +70,7 @@ class Method:
     def make_crops(self, images: Tensor, hw: Tensor | None, step: int) -> Crops:
         """This step's multi-crop views of this rank's images. Parameters are drawn for the global batch
         and sliced, so the crops do not depend on the number of processes."""
-        self.generator.manual_seed(streams.step_seed(self.cfg.train.seed, step, streams.AUGMENT))
-        rng = GlobalBatchRNG(self.generator, self.dist.rank * self.batch, self.batch, self.global_batch)
-        return self.augment(images.to(self.device, non_blocking=True), hw, rng)
-
-    def wrap_ddp(self, module: nn.Module) -> nn.Module:
-        """``module`` as the step calls it: DDP-wrapped with several processes."""
-        if self.dist.world == 1:
-            return module
-        return nn.parallel.DistributedDataParallel(
-            module, device_ids=[self.dist.local_rank] if self.device.type == "cuda" else None)
-
-    def seed_drop_path(self, step: int) -> None:
-        """Drop path draws from torch's global stream, per rank (engine/streams.py)."""
-        torch.manual_seed(streams.step_seed(self.cfg.train.seed, step, streams.drop_path(self.dist.rank)))
-
-    # ---- the step: one shape for every method -------------------------------------------------
-    optimizer: torch.optim.Optimizer  # set by the method, over what it trains
-
-    def train_step(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
-        """One optimisation step on this step's crops: the step every front end runs."""
-        set_schedule(self.optimizer, sched.lr, sched.wd)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, terms = self.forward_backward(crops, sched)
-        self.optimizer_step(sched)
-        self.after_update(sched)
-        return loss, terms
-
-    # ---- what each method provides -----------------------------------------------------------
-    def forward_backward(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
-        """The step's loss, backpropagated; returns it and each term by name (detached device tensors)."""
-        raise NotImplementedError
-
-    def optimizer_step(self, sched: Schedule) -> None:
-        """Clip, drop frozen gradients, then the optimizer's update."""
-        raise NotImplementedError
-
-    def after_update(self, sched: Schedule) -> None:
-        """What follows the optimizer's update (DINO: the teacher's EMA); nothing by default."""
+        return self.augment(images.to(self.device, non_blocking=True), hw, self.batch_rng(step))
 
     def log_figures(self) -> dict[str, Tensor]:
         """Figures of the last step for the log line (device tensors)."""

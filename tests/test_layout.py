@@ -61,7 +61,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("weights", {"dinolite.weights", "dinolite.export", "dinolite.layouts", "dinolite.reuse", "dinolite.runplan",
                  "dinolite.trained"}),
     ("evaluation", {"dinolite.eval"}),
-    ("methods", {"dinolite.method", "dinolite.dino", "dinolite.distill", "dinolite.warmstart", "dinolite.factory"}),
+    ("methods", {"dinolite.step", "dinolite.method", "dinolite.dino", "dinolite.distill", "dinolite.warmstart", "dinolite.factory"}),
     ("tasks", {"dinolite.train", "dinolite.library", "dinolite.jobs", "dinolite.finetune", "dinolite.pretrain_dir",
                "dinolite.runtext"}),
     ("command line", {"dinolite.commands", "dinolite.cli", "dinolite.__main__"}),
