@@ -171,6 +171,25 @@ def animal_shape_idx(out: Path, train_per_class: int = 800) -> Path:
     return out
 
 
+def digits_idx(out: Path, n_test: int = DIGITS_TEST, seed: int = 0) -> tuple[Path, dict]:
+    """The digits as one-channel idx files in Fashion-MNIST's layout, with :func:`digits_split`'s split, and the
+    training pixels' ``{"mean", "std"}`` (0..1). Written once; returns ``(out, stats)``."""
+    import json
+
+    images, labels = load_digits()
+    train, test = digits_split(labels, n_test, seed)
+    pixels = images[train].astype(np.float64) / 255.0
+    stats = {"mean": round(float(pixels.mean()), 3), "std": round(float(pixels.std()), 3)}
+    if not (out / ".complete").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        for prefix, part in (("train", train), ("t10k", test)):
+            _write_idx(out / f"{prefix}-images-idx3-ubyte.gz", images[part])
+            _write_idx(out / f"{prefix}-labels-idx1-ubyte.gz", labels[part].astype(np.uint8))
+        (out / "stats.json").write_text(json.dumps(stats) + "\n")
+        (out / ".complete").write_text("ok\n")
+    return out, stats
+
+
 if __name__ == "__main__":
     import sys
 

@@ -1,11 +1,12 @@
 """Continuing from a backbone alone (no heads), measured: the head warm-up of ``dinolite.reuse`` against a naive
-continuation (fresh heads, the usual LR, no freeze, no teacher copy, no re-centering), side by side, each a real
+continuation (fresh heads, the usual LR, no freeze, no teacher copy, no re-centering), the full checkpoint (heads
+and center kept) and from scratch, on data the source was not trained on, two at a time, each a real
 ``dinolite pretrain`` with a wall-clock budget and one CPU thread. Prints one JSON line per run and writes JSON.
 
-    python benchmarks/reuse_backbone.py SOURCE [--minutes 5] [--data KEY=VALUE ...] [--json PATH]
+    python benchmarks/reuse_backbone.py SOURCE --full RUN [--minutes 5] [--datasets animal-shape digits]
 
-SOURCE is any backbone-only layout (a DINOv2 .pth, a Hugging Face folder, timm weights, a dinolite export).
-``--data`` items are overrides for the data (default: Animal-Shape as one-channel idx files, learning_data.py).
+SOURCE is any backbone-only layout (a DINOv2 .pth, a Hugging Face folder, timm weights, a dinolite export), RUN the
+dinolite run it came from. The datasets are one-channel idx files (learning_data.py).
 What matters is the online k-NN right after the start: a naive continuation loses in its first steps what the
 backbone knew (dinov2 issue 204); the warm-up should not. Each run records its source k-NN (``dinolite knn`` on the
 same data before training), the online k-NN at every ``--online-every`` steps, its lowest, and the final k-NN.
@@ -69,37 +70,64 @@ def one_run(name: str, args: list[str], out: Path, minutes: float, env: dict) ->
             "banner": banner[:1]}
 
 
+def dataset_overrides(name: str, out: Path) -> list[str]:
+    """One-channel idx files in Fashion-MNIST's layout, so a one-channel source continues on them as it is."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from learning_data import animal_shape_idx, digits_idx
+
+    if name == "animal-shape":
+        return [f"data.root={animal_shape_idx(out / 'data' / 'animal_shape_idx')}", "augment.mean=[0.273]",
+                "augment.std=[0.406]"]
+    if name == "digits":  # 1,297 training images: log and score often enough for a curve
+        root, stats = digits_idx(out / "data" / "digits_idx")
+        return [f"data.root={root}", f"augment.mean=[{stats['mean']}]", f"augment.std=[{stats['std']}]"]
+    raise SystemExit(f"unknown dataset {name!r}: animal-shape or digits")
+
+
+def variants(source: str, full: str | None) -> list[tuple[str, list[str]]]:
+    """The runs compared on each dataset: the backbone-only continuation with dinolite's head warm-up, the same
+    source continued naively, the full checkpoint (heads and center kept) and from scratch."""
+    runs = [("backbone-warmup", [f"model.init={source}"]), ("backbone-naive", [f"model.init={source}", *NAIVE])]
+    if full:
+        runs.append(("full-checkpoint", [f"model.init={full}"]))
+    return runs + [("scratch", [])]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("source")
+    p.add_argument("source", help="a backbone-only file or folder")
+    p.add_argument("--full", help="the run (or checkpoint) the source was exported from: the full-checkpoint row")
+    p.add_argument("--datasets", nargs="*", default=["animal-shape", "digits"])
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--online-every", type=int, default=20)
-    p.add_argument("--data", nargs="*", default=None, help="data overrides (default: Animal-Shape idx files)")
+    p.add_argument("--set", nargs="*", default=[], help="overrides for every run (e.g. optim.batch_size=64)")
     p.add_argument("--out", default="runs/reuse-backbone")
     p.add_argument("--json", default="benchmarks/results/reuse_backbone.json")
     p.add_argument("--tiny", action="store_true")
     args = p.parse_args(argv)
     out, env = Path(args.out), {**os.environ, "OMP_NUM_THREADS": "1"}
-    data = args.data
-    if data is None:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
-        from learning_data import animal_shape_idx
+    results = []
+    for dataset in args.datasets:
+        data = dataset_overrides(dataset, out)
+        common = [*data, f"eval.online_every={args.online_every}", *(TINY if args.tiny else []), *args.set]
+        before = source_knn(args.source, data, args.tiny, env)
+        runs = [(f"{dataset}/{name}", [*common, *extra]) for name, extra in variants(args.source, args.full)]
+        with ThreadPoolExecutor(2) as pool:
+            done = list(pool.map(lambda r: one_run(r[0], r[1], out, args.minutes, env), runs))
+        for r in done:
+            r.update(dataset=dataset, source_knn=before)
+            print(json.dumps(r), flush=True)
+        results += done
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from provenance import provenance
 
-        data = [f"data.root={animal_shape_idx(out / 'data' / 'animal_shape_idx')}", "augment.mean=[0.273]",
-                "augment.std=[0.406]"]
-    common = [*data, f"model.init={args.source}", f"eval.online_every={args.online_every}",
-              *(TINY if args.tiny else [])]
-    before = source_knn(args.source, data, args.tiny, env)
-    runs = [("warmup", common), ("naive", [*common, *NAIVE])]
-    with ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda r: one_run(r[0], r[1], out, args.minutes, env), runs))
-    for r in results:
-        r["source_knn"] = before
-        print(json.dumps(r), flush=True)
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"source": args.source, "minutes": args.minutes, "threads_per_run": 1,
-                                "tiny": args.tiny, "results": results}, indent=1) + "\n")
+    path.write_text(json.dumps({"source": args.source, "full": args.full, "minutes": args.minutes,
+                                "threads_per_run": 1, "tiny": args.tiny, "results": results,
+                                "provenance": provenance(recipe="configs/quickstart.yaml",
+                                                         steps_per_s={r["run"]: r.get("steps", 0) / (args.minutes * 60)
+                                                                      for r in results})}, indent=1) + "\n")
     print(f"written to {path}")
     return 0
 

@@ -84,7 +84,7 @@ class DINOMethod(Method):
         if sched.unfreeze and self.cfg.model.init_teacher_copy:  # the heads have learned: the teacher takes them
             with torch.no_grad():
                 self.teacher.load_state_dict(self.student_module.state_dict())
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+        with self.autocast():
             with torch.no_grad():  # the teacher sees the global views only, unmasked
                 teacher = self.teacher([crops.globals_], select=mask, return_features=True)
             # the student's global views are masked for iBOT (mask None: not)
@@ -149,7 +149,8 @@ class DINOMethod(Method):
     def state(self) -> dict:
         """Weights, optimizer and centers (references, not copies); the same on every rank."""
         out = {"student": self.student_module.state_dict(), "teacher": self.teacher.state_dict(),
-               "optimizer": self.optimizer.state_dict(), "loss": self.dino_loss.state_dict()}
+               "optimizer": self.optimizer.state_dict(), "loss": self.dino_loss.state_dict(),
+               "precision": self.precision}
         if self.ibot_loss is not None:
             out["ibot_loss"] = self.ibot_loss.state_dict()
         return out
@@ -163,5 +164,6 @@ class DINOMethod(Method):
         self.teacher.load_state_dict(state["teacher"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.dino_loss.load_state_dict(state["loss"])
+        self.precision = state.get("precision", self.precision)  # a resume computes as the run began
         if self.ibot_loss is not None:
             self.ibot_loss.load_state_dict(state["ibot_loss"])

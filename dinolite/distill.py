@@ -173,7 +173,7 @@ class DistillMethod(Method):
     def forward_backward(self, crops: Crops, sched: Schedule) -> tuple[Tensor, dict[str, Tensor]]:
         """Every student's loss, summed and backpropagated; one teacher forward for them all."""
         self.seed_drop_path(sched.step)
-        autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+        autocast = self.autocast()
         with autocast, torch.no_grad():  # the teacher sees the global crops only
             t_feats = self.teacher.backbone(crops.globals_)
             t_out = self.teacher.head(t_feats) if self.teacher.head is not None else t_feats

@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from .config import as_dict
 from .errors import UserError
-from .files import atomic_write, write_bytes, write_text
+from .files import FolderTaken, atomic_write, write_bytes, write_folder, write_text
 from .weights import EXPORT_JSON, EXPORT_WEIGHTS, BackboneSpec
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -145,35 +145,40 @@ def check_export_folder(spec: BackboneSpec, out: str | Path, onnx: Path | None =
     return True
 
 
-def export_backbone(spec: BackboneSpec, out: str | Path, onnx: Path | None = None) -> Path:
+def export_backbone(spec: BackboneSpec, out: str | Path, onnx: Path | None = None, replace: bool = False) -> Path:
     """Write ``out/model.safetensors`` and ``out/config.json`` (and ``out/model.onnx``, a copy of the
-    already exported and checked graph ``onnx``), all or nothing: a folder with other content is refused,
-    and when a write fails the files this call wrote (and the folder, if it made it) are removed."""
+    already exported and checked graph ``onnx``), all or nothing: the files are written into a temporary folder
+    beside ``out`` and renamed to ``out`` (``files.write_folder``), so a full disk or a kill leaves ``out`` as it
+    was. A folder with other content is refused, unless ``replace`` (a run's own export of a backbone trained
+    further: the old folder is replaced whole); a second process that published the same export first is fine."""
     out = Path(out)
-    same = check_export_folder(spec, out, onnx)
+    try:
+        same = check_export_folder(spec, out, onnx)
+    except UserError:
+        if not replace or not {p.name for p in out.iterdir()} <= {EXPORT_JSON, EXPORT_WEIGHTS, ONNX_FILE}:
+            raise  # only an export is replaced, never a folder holding other files
+        same = False
     if same and (onnx is None or (out / ONNX_FILE).exists()):
         return out  # the same export again: a no-op
-    made = [] if out.exists() else [p for p in (out, *out.parents) if not p.exists()]
-    written: list[Path] = []
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if not same:
-            info_text = json.dumps(export_info(spec), indent=2, sort_keys=True) + "\n"
-            written.append(out / EXPORT_WEIGHTS)
-            write_safetensors(spec.state_dict, out / EXPORT_WEIGHTS, {"timm_model": spec.arch})
-            written.append(out / EXPORT_JSON)
-            write_text(out / EXPORT_JSON, info_text)
+    if same and onnx is not None:  # the same weights already there: add the graph, one atomic file
+        with open(onnx, "rb") as src:
+            atomic_write(out / ONNX_FILE, lambda f: shutil.copyfileobj(src, f, 1 << 24))
+        return out
+
+    def fill(tmp: Path) -> None:
+        info_text = json.dumps(export_info(spec), indent=2, sort_keys=True) + "\n"
+        write_safetensors(spec.state_dict, tmp / EXPORT_WEIGHTS, {"timm_model": spec.arch})
+        write_text(tmp / EXPORT_JSON, info_text)
         if onnx is not None:
-            written.append(out / ONNX_FILE)
             with open(onnx, "rb") as src:
-                atomic_write(out / ONNX_FILE, lambda f: shutil.copyfileobj(src, f, 1 << 24))
-    except BaseException:
-        for path in written:
-            path.unlink(missing_ok=True)
-        for folder in made:  # innermost first
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        raise
+                atomic_write(tmp / ONNX_FILE, lambda f: shutil.copyfileobj(src, f, 1 << 24))
+
+    try:
+        write_folder(out, fill, replace)
+    except FolderTaken:  # another process exported into ``out`` meanwhile: fine if it is this very export
+        if not check_export_folder(spec, out, onnx):
+            raise UserError(f"{out} was emptied while exporting: run the same command again") from None
+        return export_backbone(spec, out, onnx)  # the same weights: adds the graph if it is not there yet
     return out
 
 

@@ -8,6 +8,8 @@ space; the temporary file is removed and the previous file is untouched.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Callable
@@ -49,6 +51,17 @@ def sync_path(path: Path) -> None:
         os.close(fd)
 
 
+def allocate(path: Path) -> None:
+    """Reserve the disk blocks of ``path`` up to its length, so that writes through a memory map of it cannot
+    meet a full disk (a page the disk cannot back kills the process with SIGBUS); raises OSError (ENOSPC) when
+    the space is not there."""
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], object], mode: int = 0o644) -> Path:
     """Write ``path`` through ``write(file)`` (a binary file object), all or nothing; returns ``path``."""
     path = Path(path)
@@ -75,3 +88,78 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 def write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def _alive(pid: str) -> bool:
+    """Whether process ``pid`` runs (a name that is not a process id is someone else's: counted as alive)."""
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (ValueError, PermissionError):
+        return True
+    return True
+
+
+def recover_folder(out: Path) -> None:
+    """What a killed :func:`write_folder` of ``out`` left beside it: a temporary folder of a process that is gone
+    is removed; an old folder moved aside is put back when ``out`` is missing (killed between the two renames),
+    removed otherwise."""
+    for left in sorted(out.parent.glob(f".{out.name}.*-*")):
+        kind, _, pid = left.name[len(out.name) + 2:].rpartition("-")
+        if kind not in ("tmp", "old") or _alive(pid):
+            continue
+        if kind == "old" and not out.exists():
+            os.replace(left, out)
+        else:
+            shutil.rmtree(left, ignore_errors=True)
+
+
+class FolderTaken(FileExistsError):
+    """The folder :func:`write_folder` was to publish holds files already (another process published first)."""
+
+
+def write_folder(out: str | Path, fill: Callable[[Path], object], replace: bool = False) -> Path:
+    """Make the folder ``out`` through ``fill(tmp)``, all or nothing: ``fill`` writes into a hidden temporary folder
+    beside ``out``, which is then renamed to ``out`` (a missing or empty folder), so ``out`` never holds part of
+    the files. ``out`` holding files already raises :class:`FolderTaken`, unless ``replace``: then the old folder
+    is moved aside, the new one renamed in, and the old one removed. A failed write raises :class:`WriteFailed`;
+    the temporary folder and any parent folder made here are removed whatever happens."""
+    out = Path(out)
+    made = [p for p in (out.parent, *out.parent.parents) if not p.exists()]
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    aside = out.parent / f".{out.name}.old-{os.getpid()}"
+    done = False
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        recover_folder(out)
+        tmp.mkdir()
+        fill(tmp)
+        sync_path(tmp)
+        if replace and out.is_dir() and any(out.iterdir()):
+            os.replace(out, aside)
+            os.replace(tmp, out)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            try:
+                os.replace(tmp, out)  # atomic, and refused by the system when another process filled ``out``
+            except OSError as err:
+                if err.errno in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise FolderTaken(f"{out} holds files already") from None
+                raise
+        sync_path(out.parent)
+        done = True
+    except FolderTaken:
+        raise
+    except WriteFailed as err:  # a file of ``fill``: named where the user will look for it, not in the temporary
+        raise WriteFailed(str(err).replace(str(tmp), str(out))) from None
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_failure(out, err) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not done:
+            for folder in made:  # innermost first
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
+    return out

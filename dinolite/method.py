@@ -10,11 +10,13 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from . import precision
 from .augment import Crops, MultiCrop
 from .config import Config
 from .distributed import DistInfo
@@ -46,7 +48,7 @@ class Schedule:
             step=step,
             lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, plan.warmup),
             wd=cosine(step, total, o.weight_decay, o.weight_decay_end),
-            momentum=cosine(step, total, o.momentum_teacher, 1.0),
+            momentum=cosine(step, total, o.momentum_teacher, o.momentum_teacher_end),
             teacher_temp=teacher_temperature(step, plan.teacher_temp_warmup, cfg.loss.warmup_teacher_temp,
                                              cfg.loss.teacher_temp),
             freeze_last_layer=step < plan.freeze_last_layer,
@@ -63,6 +65,12 @@ class Method(TrainStep):
         super().__init__(device, dist, cfg.train.seed, cfg.optim.batch_size)
         self.cfg = cfg
         self.augment = MultiCrop(cfg.augment).to(self.device)
+        # "bf16" or "fp32"; train.precision=fastest on a CPU is decided by timing steps (budgeted.BudgetedTask)
+        self.precision = precision.resolve(getattr(cfg.train, "precision", "auto"), self.device) or "fp32"
+
+    def autocast(self) -> AbstractContextManager:
+        """The forward passes' autocast context (bf16 where ``self.precision`` says so)."""
+        return precision.autocast(self.device, self.precision)
 
     def schedule(self, step: int, plan: Plan) -> Schedule:
         return Schedule.at(self.cfg, step, plan, self.global_batch)

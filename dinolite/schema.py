@@ -130,7 +130,8 @@ class OptimConfig:
     freeze_last_layer: float = 1  # epochs during which the head's last layer gets no update
     freeze_last_layer_steps: int | None = None
     freeze_last_layer_fraction: float | None = None
-    momentum_teacher: float = 0.996  # cosine schedule from this value to 1
+    momentum_teacher: float = 0.996  # cosine schedule from this value to momentum_teacher_end
+    momentum_teacher_end: float = 1.0  # DINO's 1; equal to momentum_teacher: constant (dinov3 keeps 0.994)
 
 
 @dataclass
@@ -170,6 +171,9 @@ class TrainConfig(EngineConfig):
     budget_minutes: float = 0.0
     collapse_patience: int = 5  # uniform collapse: bad log intervals of the last 2 * patience - 1 (monitor.py)
     compile: bool = False  # torch.compile the student and teacher backbones (one graph per crop size)
+    # The step's arithmetic (precision.py): "auto" bf16 autocast on CUDA, float32 on a CPU; "fastest" as auto,
+    # but a CPU with native bf16 times a few steps both ways and keeps the faster; "fp32" or "bf16" forced.
+    precision: str = "auto"
 
 
 @dataclass

@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from .baddata import BAD_SAMPLES, check_bad_fraction, check_channels, short_epoch
 from .budget import BudgetKeeper
+from .budgeted import BudgetedTask
 from .config import Config, as_dict
 from .data import build_loader, build_source
 from .distill import DistillMethod
@@ -32,7 +33,7 @@ from .schedules import Plan
 from .trained import export_trained
 
 
-class Pretrainer:
+class Pretrainer(BudgetedTask):
     """One pretraining run as a task of the run engine (``engine.loop``): the data, the method (DINO, or distillation
     when ``distill.teacher`` is set; it owns the models and the step), the time budget, the evaluation."""
 
@@ -199,33 +200,6 @@ class Pretrainer:
         if self.dist.is_main and self.step >= self.total_steps:
             self.export()
 
-    def plan_budget(self, started: float, final_eval_s: float) -> str:
-        """Fix the run's length from ``train.budget_minutes``: time a few steps, fit the rest of the budget (less
-        ``final_eval_s`` for the evaluation after training), save it in plan.json; the budget is then kept. The
-        steps are timed for real (``Method.seconds_per_step``, the slowest rank's; the state is put back)."""
-        step_s = self.time_steps()
-        online_s = self.baselines.get("online_seconds", 0.0) if self.online is not None else 0.0
-        budget_s = self.cfg.train.budget_minutes * 60
-        keeper = BudgetKeeper(budget_s, started, step_s, final_eval_s, online_s,
-                              self.cfg.eval.online_every if self.online is not None else 0, clock=time.time)
-        steps = keeper.plan()
-        if self.dist.world > 1:  # each rank's clock started a little apart: the ranks take the smallest plan
-            agreed = torch.tensor(steps, device=self.device)
-            torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
-            steps = int(agreed)
-            keeper.agree(steps)
-        self.keeper = keeper
-        self.run_plan.set(steps, budget_planned=steps)
-        if self.dist.is_main:
-            self.run_plan.save(self.run_dir)
-        return keeper.plan_line(self.global_batch, steps, self.steps_per_epoch)
-
-    def time_steps(self) -> float:
-        per_step = torch.tensor(self.method.seconds_per_step(self.loader, self.plan, self.step), device=self.device)
-        if self.dist.world > 1:
-            torch.distributed.all_reduce(per_step, op=torch.distributed.ReduceOp.MAX)
-        return float(per_step)
-
     def export(self) -> list[Path]:
         """The trained backbones on their own, for timm (``trained.export_trained``)."""
         return export_trained(self.method.evaluated(), self.source.channels, self.cfg, self.run_dir)
@@ -272,12 +246,10 @@ def _pretrain(cfg: Config, progress: bool, setup: Callable[[Pretrainer], None] |
         setup(trainer)
     fresh = trainer.step == 0
     baselines = trainer.compute_baselines()
-    if cfg.train.budget_minutes and not cfg.optim.total_steps and trainer.run_plan.budget_planned is None:
-        final_eval = baselines.get("eval_seconds", 0.1 * cfg.train.budget_minutes * 60) if cfg.eval.knn_at_end else 0.0
-        planned = trainer.plan_budget(t0, final_eval)
-        if trainer.dist.is_main:
-            print(planned, flush=True)
+    timed = trainer.time_and_plan(t0, baselines)
     if trainer.dist.is_main:  # the start banner: what runs where, and from which state
+        for line in timed:
+            print(line, flush=True)
         students = [ev.name for ev in trainer.method.evaluated()] if isinstance(trainer.method, DistillMethod) else []
         start = "from step 0" if fresh else f"resumed at step {trainer.step} from {trainer.engine.last_good}"
         where = f"{trainer.device.type} x {trainer.dist.world} in {trainer.run_dir}, {start}"

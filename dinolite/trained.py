@@ -29,5 +29,5 @@ def export_trained(evaluated: Iterable, channels: int, cfg: Config, run_dir: Pat
         else:
             spec = BackboneSpec(ev.model.arch, kwargs, ev.backbone.state_dict(), run_dir / "config.yaml",
                                 "dinolite-distill", cfg)
-            out.append(export_backbone(spec, run_dir / "students" / ev.name))
+            out.append(export_backbone(spec, run_dir / "students" / ev.name, replace=True))
     return out

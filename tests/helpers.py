@@ -36,6 +36,7 @@ def tiny_overrides(run_dir: Path, **extra) -> list[str]:
         "train.log_every": 1,
         "eval.knn_random_init": False,
         "eval.batch_size": 64,
+        "train.precision": "fp32",  # no timing probe: tests compare runs bit for bit
     }
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]

@@ -173,10 +173,11 @@ def run_on_clock(tmp_path, monkeypatch, clock: FakeClock, planned: int = 40) -> 
     import json
     import types
 
+    import dinolite.budgeted
     import dinolite.engine.loop
     import dinolite.train
 
-    for module in (dinolite.train, dinolite.engine.loop):
+    for module in (dinolite.train, dinolite.budgeted, dinolite.engine.loop):
         monkeypatch.setattr(module, "time", types.SimpleNamespace(time=clock.time))
     monkeypatch.setattr(Pretrainer, "time_steps", lambda self: 1.0)
     fixed_plan(monkeypatch, planned)

@@ -51,7 +51,7 @@ def imports(path: Path) -> set[str]:
 # bottom to top; a prefix names a module or a package and every module under it
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"dinolite.files", "dinolite.errors", "dinolite.overrides", "dinolite.checks", "dinolite.config",
-                    "dinolite.schema", "dinolite.baddata",
+                    "dinolite.schema", "dinolite.baddata", "dinolite.precision",
                     "dinolite.loggers", "dinolite.distributed", "dinolite.statedict", "dinolite.pos_embed",
                     "dinolite.layouts.hf", "dinolite.layouts.dinov2", "dinolite.layouts.hf_export",
                     "dinolite.viz", "dinolite.engine.streams"}),
@@ -63,7 +63,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("evaluation", {"dinolite.eval"}),
     ("methods", {"dinolite.step", "dinolite.method", "dinolite.dino", "dinolite.distill", "dinolite.warmstart", "dinolite.factory"}),
     ("tasks", {"dinolite.train", "dinolite.library", "dinolite.jobs", "dinolite.finetune", "dinolite.pretrain_dir",
-               "dinolite.runtext"}),
+               "dinolite.runtext", "dinolite.budgeted"}),
     ("command line", {"dinolite.commands", "dinolite.cli", "dinolite.__main__"}),
 ]
 # The package's root holds the version, the start time and lazy re-exports: anyone may read it, and what it

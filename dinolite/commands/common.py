@@ -11,6 +11,7 @@ shortcuts (``fashion_mnist[:ROOT]``, a shard directory, an image folder root). T
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ def features(s: EvalSetup, split: str, model: torch.nn.Module | None = None, kin
     ``subset`` > 0 keeps that many images spread evenly over the split (the online k-NN's subset).
     """
     from ..eval.cache import cache_path, cached_features
-    from ..eval.features import extract_features
+    from ..eval.features import extract_rows, left_out_line
 
     source = open_split(s, split)
     indices = None
@@ -55,17 +56,23 @@ def features(s: EvalSetup, split: str, model: torch.nn.Module | None = None, kin
         except TypeError:  # a streamed source without a length: its config already names it
             n = -1
         spec = s.cache_spec(split, kind, n)
+        spec["rows"] = "readable"  # unreadable images left out (older caches held a stand-in row for each)
         if indices is not None:
             spec["spread_subset"] = len(indices)
         path = cache_path(s.cache_dir, s.spec.fingerprint(), split, spec)
 
     def compute():
-        return extract_features(model or s.backbone, source, s.transform, s.device, batch_size=s.cfg.eval.batch_size,
-                                num_workers=s.cfg.data.num_workers, desc=f"{split} features", progress=s.progress,
-                                indices=indices)
+        return extract_rows(model or s.backbone, source, s.transform, s.device, batch_size=s.cfg.eval.batch_size,
+                            num_workers=s.cfg.data.num_workers, desc=f"{split} features", progress=s.progress,
+                            indices=indices)
 
-    feats, labels, hit = cached_features(path, compute, s.device, write=s.is_main)
+    got, hit = cached_features(path, compute, s.device, write=s.is_main)
+    s.left_out[split] = (got.unreadable, got.missing)
     if s.progress:
-        print(f"{split}: {len(labels)} images, {feats.shape[1]}-dim features "
-              f"({'read from' if hit else 'written to'} {path})" if path else f"{split}: {len(labels)} images")
-    return feats, labels, source
+        print(f"{split}: {len(got.labels)} images, {got.features.shape[1]}-dim features "
+              f"({'read from' if hit else 'written to'} {path})" if path else f"{split}: {len(got.labels)} images")
+    if s.is_main and got.left_out:
+        print(f"warning: {left_out_line(split, got.unreadable, got.missing, len(got.labels))}", file=sys.stderr,
+              flush=True)
+    return got.features, got.labels, source
+

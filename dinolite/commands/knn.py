@@ -1,6 +1,7 @@
 """``dinolite knn``: weighted k-NN (k = 10, 20, 100, 200 at once) of a frozen backbone's CLS features.
 
-The train split is the bank, the test split the queries; features are extracted once and cached.
+The train split is the bank, the test split the queries; features are extracted once and cached. An unreadable
+image is left out of both (named in a warning and in the JSON): the counts printed are the images scored.
 """
 
 from __future__ import annotations
@@ -32,13 +33,20 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--temperature must be > 0")
     acc = knn_accuracies(queries, labels, bank, bank_labels, num_classes, args.k, args.temperature,
                          query_chunk=args.query_chunk, bank_chunk=args.bank_chunk)
-    print(f"weighted k-NN, T={args.temperature}, {what}: {len(bank)} bank, {len(queries)} queries")
+    left = {split: s.left_out.get(split, ([], 0)) for split in ("train", "test")}
+    dropped = {split: len(bad) + missing for split, (bad, missing) in left.items()}
+    note = (f" (left out as unreadable: {dropped['train']} of the bank, {dropped['test']} of the queries)"
+            if any(dropped.values()) else "")
+    print(f"weighted k-NN, T={args.temperature}, {what}: {len(bank)} bank, {len(queries)} queries{note}")
     print("    k   top-1   top-5")
     for k, a in acc.items():
         print(f"{k:5d}  {a['top1']:6.2f}  {a['top5']:6.2f}")
     if args.json:
         figures = {"source": str(s.spec.source), "checkpoint_key": s.key, "baseline": args.baseline,
                    "temperature": args.temperature, "bank": len(bank), "queries": len(queries),
+                   "left_out": {role: {"unreadable": [{"name": n, "reason": r} for n, r in left[split][0]],
+                                       "missing": left[split][1]}
+                                for role, split in (("bank", "train"), ("queries", "test"))},
                    "knn": {str(k): v for k, v in acc.items()}}
         write_text(args.json, json.dumps(figures, indent=2))
     return 0

@@ -8,13 +8,27 @@ the linear probe train on them, so all three read the same loaders.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import torch
 
 from ..errors import UserError
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # (images, hw, labels)
+# An evaluation batch: (images, hw, labels) of the readable samples only, what each row is (a source index, or a
+# shard sample's key), and (name, reason) of each sample left out because it cannot be read.
+EvalItems = tuple[torch.Tensor, torch.Tensor, torch.Tensor, list, list[tuple[str, str]]]
+
+
+class EvalBatch(NamedTuple):
+    """What evaluation reads: the readable samples of a batch, each row its own sample (never a stand-in)."""
+
+    images: torch.Tensor  # uint8 [B, C, S, S]
+    hw: torch.Tensor  # int64 [B, 2]
+    labels: torch.Tensor  # int64 [B]
+    rows: list  # what each row is: its index in the source, or a shard sample's key
+    bad: list[tuple[str, str]]  # (file or key, reason) of each sample left out as unreadable
+    missing: int = 0  # samples a damaged shard no longer holds (left out, counted; they have no name)
 
 
 def whole_batch(batch: Any) -> Any:
@@ -82,6 +96,12 @@ class ImageSource(torch.utils.data.Dataset):
 
     def __getitems__(self, indices: list[int]) -> Batch:
         raise NotImplementedError
+
+    def eval_items(self, indices: list[int]) -> EvalItems:
+        """``indices`` for evaluation: the readable ones only, each row its own sample (an image folder
+        leaves its unreadable files out; in-memory sources have none)."""
+        images, hw, labels = self.__getitems__(indices)
+        return images, hw, labels, list(indices), []
 
     def __getitem__(self, index: int):
         images, hw, labels = self.__getitems__([index])

@@ -11,7 +11,7 @@ import torch
 from PIL import Image, ImageOps
 
 from ..errors import UserError
-from .base import ImageSource
+from .base import EvalItems, ImageSource
 
 EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -145,6 +145,23 @@ class ImageFolder(ImageSource):
                 os.close(fd)
         else:
             warnings.warn(f"skipped undecodable image {path} ({reason})", stacklevel=2)
+
+    def eval_items(self, indices: list[int]) -> EvalItems:
+        """The readable images of ``indices`` only (evaluation: a row stands for its file, so a bad file is left
+        out, never replaced), their indices, and ``(path, reason)`` of each one left out (also recorded in
+        ``bad_log`` when one is set, as in training)."""
+        kept, images, bad = [], [], []
+        for i in indices:
+            image = self.decode(i)
+            if isinstance(image, str):
+                bad.append((str(os.path.abspath(self.files[i])), image))
+                if self.bad_log is not None:
+                    self.record_bad(self.files[i], image)
+            else:
+                kept.append(i)
+                images.append(image)
+        batch, hw = pad_batch(images, 3, self.size)
+        return batch, hw, self.labels[torch.as_tensor(kept, dtype=torch.int64)], kept, bad
 
     def __getitems__(self, indices):
         loaded = [self.load(i) for i in indices]

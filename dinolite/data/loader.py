@@ -8,7 +8,7 @@ from typing import cast
 import torch
 from torch.utils.data import DataLoader
 
-from .base import Batch, ImageSource, Source, whole_batch
+from .base import Batch, EvalBatch, ImageSource, Source, whole_batch
 
 
 def _loader(source: ImageSource, batches: list[list[int]], num_workers: int, pin_memory: bool) -> DataLoader:
@@ -55,19 +55,51 @@ class BatchLoader:
         return len(read_bad_log(getattr(self.source, "bad_log", None)))
 
 
-def eval_batches(source: Source, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
-                 indices: range | list[int] | None = None) -> Iterable[Batch]:
-    """All images (or those of ``indices``) in order, as ``(images, hw, labels)`` batches (the last may be short).
+class _Readable(torch.utils.data.Dataset):
+    """``source`` read for evaluation: a batch of indices gives its readable rows only (``ImageSource.eval_items``)."""
 
-    Accepts an indexable ``ImageSource`` or a streamed ``ShardSet`` (shard order; bad samples
-    skipped; ``indices`` must then be None).
+    def __init__(self, source: ImageSource):
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitems__(self, indices: list[int]):
+        return self.source.eval_items(indices)
+
+
+def eval_rows(source: Source, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+              indices: range | list[int] | None = None) -> Iterator[EvalBatch]:
+    """All images (or those of ``indices``) in order, as ``EvalBatch``es: an unreadable image is left out of its
+    batch and named in ``bad``, never replaced by another, so every row stands for its own sample (a batch may
+    be short, even empty).
+
+    Accepts an indexable ``ImageSource`` or a streamed ``ShardSet`` (shard order; ``indices`` must then be None).
     """
     from .shards import ShardSet
 
     if isinstance(source, ShardSet):
         if indices is not None:
             raise ValueError("a streamed ShardSet is read whole")
-        return source.eval_batches(batch_size, num_workers, pin_memory)
+        yield from source.eval_rows(batch_size, num_workers, pin_memory)
+        return
     idx = list(range(len(source)) if indices is None else indices)
     batches = [idx[i:i + batch_size] for i in range(0, len(idx), batch_size)]
-    return _loader(cast(ImageSource, source), batches, num_workers, pin_memory)
+    loader = DataLoader(_Readable(cast(ImageSource, source)), batch_sampler=batches, collate_fn=whole_batch,
+                        num_workers=num_workers, pin_memory=pin_memory, prefetch_factor=4 if num_workers else None,
+                        generator=torch.Generator().manual_seed(0))
+    for images, hw, labels, rows, bad in loader:
+        yield EvalBatch(images, hw, labels, list(rows), list(bad))
+
+
+def eval_batches(source: Source, batch_size: int, num_workers: int = 0, pin_memory: bool = False,
+                 indices: range | list[int] | None = None) -> Iterable[Batch]:
+    """The readable images of :func:`eval_rows` as ``(images, hw, labels)`` batches (the last may be short)."""
+    from .shards import ShardSet
+
+    if isinstance(source, ShardSet):
+        if indices is not None:
+            raise ValueError("a streamed ShardSet is read whole")
+        return source.eval_batches(batch_size, num_workers, pin_memory)
+    return ((b.images, b.hw, b.labels) for b in eval_rows(source, batch_size, num_workers, pin_memory, indices)
+            if len(b.labels))

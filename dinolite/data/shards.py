@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ..config import DataConfig
 from . import shard_plan as plan
-from .base import Batch
+from .base import Batch, EvalBatch
 from .folder import pad_batch
 from .manifest import ShardInfo, ShardList, resolve_shards
 from .shard_read import RawSample, decode, read_shard
@@ -78,14 +78,20 @@ class ShardSet:
         images = [decode(r, self.size, self.channels) for r in raws]
         return images, torch.tensor([r.label for r in raws], dtype=torch.int64)
 
-    def eval_batches(self, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Batch]:
-        """All readable samples in shard order, as ``(images, hw, labels)`` (bad ones skipped and counted)."""
+    def eval_rows(self, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> Iterator[EvalBatch]:
+        """All readable samples in shard order, each row named by its key; an undecodable sample is left out and
+        listed by key, a sample missing from a damaged shard is left out and counted (``missing``)."""
         self.skipped_eval = 0
         stream = _EvalStream(self, batch_size)
-        for images, hw, labels, _keys, _role, skipped in _loader(stream, num_workers, pin_memory):
+        for images, hw, labels, keys, _role, skipped, bad in _loader(stream, num_workers, pin_memory):
             self.skipped_eval += skipped
-            if len(labels):
-                yield images, hw, labels
+            yield EvalBatch(images, hw, labels, list(keys), list(bad), skipped - len(bad))
+
+    def eval_batches(self, batch_size: int, num_workers: int = 0, pin_memory: bool = False) -> Iterator[Batch]:
+        """All readable samples in shard order, as ``(images, hw, labels)`` (bad ones skipped and counted)."""
+        for b in self.eval_rows(batch_size, num_workers, pin_memory):
+            if len(b.labels):
+                yield b.images, b.hw, b.labels
         if self.skipped_eval:
             print(f"warning: skipped {self.skipped_eval} unreadable samples of {self.spec}", file=sys.stderr,
                   flush=True)
@@ -123,8 +129,10 @@ class _EvalStream(IterableDataset):
         decoded, labels = self.source.decode_batch(raws)
         kept = [(i, img) for i, img in enumerate(decoded) if img is not None]
         good = [i for i, _ in kept]
+        bad = [(r.key, "no image in the sample" if r.data is None else "undecodable image")
+               for r, img in zip(raws, decoded, strict=True) if img is None]
         images, hw = pad_batch([img for _, img in kept], self.source.channels, self.source.size)
-        return images, hw, labels[good], [raws[i].key for i in good], worker, expected - len(good)
+        return images, hw, labels[good], [raws[i].key for i in good], worker, expected - len(good), bad
 
 
 class _TrainStream(IterableDataset):

@@ -13,10 +13,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
-from torch import Tensor
 
 from ..export import write_safetensors
+from .features import Extracted
 
 
 def cache_path(folder: Path, weights_hash: str, split: str, spec: dict) -> Path:
@@ -25,17 +26,22 @@ def cache_path(folder: Path, weights_hash: str, split: str, spec: dict) -> Path:
     return Path(folder) / f"{split}-{weights_hash}-{digest}.safetensors"
 
 
-def cached_features(path: Path | None, compute: Callable[[], tuple[Tensor, Tensor]],
-                    device: torch.device, write: bool = True) -> tuple[Tensor, Tensor, bool]:
-    """``(features, labels, was_cached)``: read ``path`` if it exists, else compute and (if ``write``) write it."""
+def cached_features(path: Path | None, compute: Callable[[], Extracted], device: torch.device,
+                    write: bool = True) -> tuple[Extracted, bool]:
+    """``(features, was_cached)``: read ``path`` if it exists, else compute and (if ``write``) write it. The
+    images left out as unreadable are kept in the file's metadata, so a cached result still names them."""
     if path is not None and path.is_file():
         try:
+            with safe_open(str(path), framework="pt") as f:
+                left = json.loads((f.metadata() or {}).get("left_out", '{"unreadable": [], "missing": 0}'))
             data = load_file(str(path))
-            return data["features"].to(device), data["labels"].to(device), True
+            return Extracted(data["features"].to(device), data["labels"].to(device),
+                             [(str(n), str(r)) for n, r in left["unreadable"]], int(left["missing"])), True
         except Exception:  # noqa: BLE001 - a damaged cache file is recomputed and replaced
             pass
-    feats, labels = compute()
+    got = compute()
     if path is not None and write:
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_safetensors({"features": feats, "labels": labels}, path)
-    return feats, labels, False
+        left_out = json.dumps({"unreadable": got.unreadable, "missing": got.missing})
+        write_safetensors({"features": got.features, "labels": got.labels}, path, {"left_out": left_out})
+    return got, False

@@ -8,10 +8,17 @@ An embedding is a folder of three files:
   the image file (absolute), the sample key for shards, or ``fashion_mnist:<split>:<i>``; ``label`` is the
   class index, empty when the sample has none;
 * ``embed.json``: where the features come from (weights, arch, dim, view, normalisation, data, count,
-  classes, dinolite version) and the ``identity`` that tells whether a later command asks for the same embedding.
+  classes, dinolite version), how many images were left out and where they are listed, and the ``identity``
+  that tells whether a later command asks for the same embedding;
+* ``unreadable.txt`` (only when some image could not be read): ``name<TAB>reason`` per image left out.
+
+Every row is its own image: an unreadable file of a folder, or an undecodable sample of a shard, is left out of
+``features.npy`` and ``index.csv`` (counted in ``embed.json`` and listed in ``unreadable.txt``), never replaced by
+another image; samples a damaged shard no longer holds are counted (``missing``).
 
 Memory stays bounded: each rank writes its rows batch by batch into a ``.npy`` memmap of its share
-(``numpy.lib.format.open_memmap``) and a CSV, and rank 0 joins the parts block by block. Under torchrun/srun
+(``numpy.lib.format.open_memmap``, its blocks reserved first so a full disk is a one-line error, not a SIGBUS)
+and a CSV, and rank 0 joins the parts block by block. Under torchrun/srun
 each rank embeds a contiguous share of whole batches of an indexable source (so its batches, hence its features,
 are those of one process), or a contiguous run of whole shards of a shard set, whose readable count is only known
 once read. Everything is written into a hidden temporary folder beside ``out`` and renamed to ``out`` at the end:
@@ -21,8 +28,8 @@ a failure leaves no half-written embedding, and an existing folder is never over
 from __future__ import annotations
 
 import copy
-import csv
 import dataclasses
+import errno
 import json
 import os
 import secrets
@@ -33,13 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar, cast
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..data import Source, eval_batches
+from ..data import Source, eval_rows
 from ..errors import UserError
-from ..files import sync_path, write_failure
+from ..files import WriteFailed, sync_path, write_failure
+from .embed_parts import HEADER, PartWriter, join_features, join_index, read_parts
 from .features import EvalSetup, batch_features, open_eval, open_split, rank_and_world, rank_rows
 
 if TYPE_CHECKING:
@@ -48,11 +55,10 @@ if TYPE_CHECKING:
 FORMAT = "dinolite-embedding"
 VERSION = 1
 FEATURES, INDEX, INFO, UNREADABLE = "features.npy", "index.csv", "embed.json", "unreadable.txt"
-HEADER = ("index", "path", "label")
-COPY_BYTES = 64 << 20  # rank 0 joins the parts' features through blocks of this size
 
-# (images, hw, labels, names): an evaluation batch and what each of its rows is called in index.csv
-NamedBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]
+# (images, hw, labels, names, left out, missing): an evaluation batch's readable rows, what each is called in
+# index.csv, (name, reason) of each unreadable sample left out, and how many a damaged shard no longer holds
+NamedBatch = tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str], list[tuple[str, str]], int]
 T = TypeVar("T")
 
 
@@ -174,21 +180,15 @@ def shard_share(source: ShardSet, rank: int, world: int) -> ShardSet:
 
 
 def shard_batches(source: ShardSet, batch_size: int, num_workers: int, pin_memory: bool) -> Iterator[NamedBatch]:
-    """``source`` in shard order with each sample's key: the stream of ``ShardSet.eval_batches`` (the same decoding,
-    batches and skipping of unreadable samples, counted in ``skipped_eval``), which drops the keys."""
-    from ..data.shards import _EvalStream, _loader
-
-    source.skipped_eval = 0
-    for images, hw, labels, keys, _role, skipped in _loader(_EvalStream(source, batch_size), num_workers, pin_memory):
-        source.skipped_eval += skipped
-        if len(labels):
-            yield images, hw, labels, list(keys)
+    """``source`` in shard order with each sample's key (``ShardSet.eval_rows``: the same decoding and batches as
+    every evaluation; an unreadable sample is left out and named by its key)."""
+    for b in source.eval_rows(batch_size, num_workers, pin_memory):
+        yield b.images, b.hw, b.labels, list(b.rows), b.bad, b.missing
 
 
 def rank_batches(source: Source, split: str, batch_size: int, num_workers: int,
                  pin_memory: bool) -> tuple[Iterator[NamedBatch], int, Source]:
-    """This rank's named batches, its number of rows at most, and the source they come from (a shard set's
-    share counts the unreadable samples it skipped in ``skipped_eval``)."""
+    """This rank's named batches, its number of rows at most, and the source they come from."""
     from ..data.shards import ShardSet
 
     rank, world = rank_and_world()
@@ -198,51 +198,9 @@ def rank_batches(source: Source, split: str, batch_size: int, num_workers: int,
         part = shard_share(shards, rank, world) if world > 1 else shards
         return shard_batches(part, batch_size, num_workers, pin_memory), len(part), part
     rows, _ = rank_rows(len(source), rank, world, align=batch_size)
-    loader = eval_batches(source, batch_size, num_workers, pin_memory, indices=rows)
-    starts = range(rows.start, rows.stop, batch_size)
-    batches = ((images, hw, labels, [name(i) for i in range(lo, lo + len(labels))])
-               for lo, (images, hw, labels) in zip(starts, loader, strict=True))
+    batches = ((b.images, b.hw, b.labels, [name(i) for i in b.rows], b.bad, b.missing)
+               for b in eval_rows(source, batch_size, num_workers, pin_memory, indices=rows))
     return batches, len(rows), source
-
-
-class PartWriter:
-    """One rank's rows in ``folder``: features into ``<rank>.npy`` (a memmap of the share's size, opened at the
-    first batch, when the feature size is known), names and labels into ``<rank>.csv``; ``<rank>.json`` last."""
-
-    def __init__(self, folder: Path, rank: int, capacity: int):
-        self.npy, self.csv, self.meta = (folder / f"{rank}.{ext}" for ext in ("npy", "csv", "json"))
-        self.capacity, self.rows, self.dim = capacity, 0, 0
-        self.features: np.memmap | None = None
-        self.file = open(self.csv, "w", newline="", encoding="utf-8")
-        self.writer = csv.writer(self.file)
-
-    def add(self, feats: torch.Tensor, labels: torch.Tensor, names: list[str]) -> None:
-        if self.features is None:
-            self.dim = feats.shape[1]
-            self.features = np.lib.format.open_memmap(self.npy, mode="w+", dtype=np.float32,
-                                                      shape=(self.capacity, self.dim))
-        n = len(feats)
-        if self.rows + n > self.capacity:  # the source gave more rows than it said it held
-            raise RuntimeError(f"{self.rows + n} rows for a share of {self.capacity}")
-        self.features[self.rows:self.rows + n] = feats.cpu().numpy()
-        self.writer.writerows((name, "" if y < 0 else str(y)) for name, y in zip(names, labels.tolist(), strict=True))
-        self.rows += n
-
-    def close(self, skipped: int) -> None:
-        """Everything on disk, then ``<rank>.json``: rows, dim, capacity and the unreadable samples skipped."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        if self.features is not None:
-            self.features.flush()
-            self.features = None
-            sync_path(self.npy)
-        self.meta.write_text(json.dumps({"rows": self.rows, "dim": self.dim, "capacity": self.capacity,
-                                         "skipped": skipped}))
-
-    def abort(self) -> None:
-        self.file.close()
-        self.features = None
 
 
 def all_ranks(step: Callable[[], T], device: torch.device, where: Path, what: str) -> T:
@@ -283,87 +241,55 @@ def write_embedding(s: EvalSetup, source: Source, split: str, identity: dict, ou
             if not s.is_main:
                 return None
             done = join_parts(s, source, split, identity, tmp, world)
-            os.replace(tmp, out)  # onto a missing or empty folder
+            try:
+                os.replace(tmp, out)  # onto a missing or empty folder; refused by the system if one filled it
+            except OSError as err:
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR):
+                    raise
+                return published_meanwhile(out, identity)
             sync_path(out.parent)
             return Embedding(out, *done)
 
         result = all_ranks(finish, s.device, out, "joining the parts")
         return result if result is not None else Embedding(out, 0, 0, False, False)
+    except WriteFailed as err:  # named where the user looks (--out), not in the temporary folder, gone by now
+        raise WriteFailed(str(err).replace(str(tmp), str(out))) from None
     finally:
         if s.is_main:
             shutil.rmtree(tmp, ignore_errors=True)  # gone already after the rename
 
 
-def embed_share(s: EvalSetup, source: Source, split: str, parts: Path, rank: int) -> None:
-    """This rank's rows into ``parts/<rank>.*``; an image folder lists its unreadable files in
-    ``parts/<rank>.txt`` (the row of each holds the next readable image, as in every loader of the folder)."""
-    from ..data.folder import ImageFolder
+def published_meanwhile(out: Path, identity: dict) -> Embedding:
+    """``out`` filled while this process embedded (a second process with the same ``--out``): fine when it holds
+    this very embedding, a one-line refusal otherwise; either way its files are left as they are."""
+    existing = existing_embedding(out)
+    if existing is not None and existing.get("identity") == identity:
+        return Embedding(out, int(existing["count"]), int(existing["dim"]), True)
+    raise UserError(f"--out {out} was filled by another process with a different embedding while this one ran: "
+                    f"pass another --out")
 
-    if isinstance(source, ImageFolder):
-        source.bad_log = parts / f"{rank}.txt"
+
+def embed_share(s: EvalSetup, source: Source, split: str, parts: Path, rank: int) -> None:
+    """This rank's readable rows into ``parts/<rank>.*``; the unreadable samples it left out are listed in
+    ``parts/<rank>.txt``."""
     batch = s.cfg.eval.batch_size
-    batches, capacity, part = rank_batches(source, split, batch, s.cfg.data.num_workers, s.device.type == "cuda")
+    batches, capacity, _ = rank_batches(source, split, batch, s.cfg.data.num_workers, s.device.type == "cuda")
     writer = PartWriter(parts, rank, capacity)
     was_training = s.backbone.training
     s.backbone.eval()
     try:
-        for images, hw, labels, names in tqdm(batches, desc=f"embed {split}", total=-(-capacity // batch),
-                                              disable=not s.progress, leave=False):
-            writer.add(batch_features(s.backbone, s.transform, images, hw, s.device), labels, names)
+        for images, hw, labels, names, bad, missing in tqdm(batches, desc=f"embed {split}",
+                                                            total=-(-capacity // batch), disable=not s.progress,
+                                                            leave=False):
+            writer.skip(bad, missing)
+            if len(labels):
+                writer.add(batch_features(s.backbone, s.transform, images, hw, s.device), labels, names)
     except BaseException:
         writer.abort()
         raise
     finally:
         s.backbone.train(was_training)
-    writer.close(int(getattr(part, "skipped_eval", 0)))
-
-
-def read_parts(parts: Path, world: int) -> list[dict]:
-    """Every rank's ``<rank>.json``; a missing one means ``--out`` is not shared by the ranks."""
-    found = []
-    for r in range(world):
-        try:
-            found.append(json.loads((parts / f"{r}.json").read_text()))
-        except FileNotFoundError:
-            raise UserError(f"rank {r}'s part of the embedding is not in {parts}: --out must be on a file system "
-                            f"shared by all ranks") from None
-    return found
-
-
-def join_features(parts: Path, meta: list[dict], out: Path) -> None:
-    """The parts' features, in rank order, as one ``[N, D]`` file, copied block by block (or renamed when one
-    whole part holds them all)."""
-    full = [r for r, m in enumerate(meta) if m["rows"]]
-    if len(full) == 1 and meta[full[0]]["rows"] == meta[full[0]]["capacity"]:
-        os.replace(parts / f"{full[0]}.npy", out)
-    else:
-        count, dim = sum(m["rows"] for m in meta), max(m["dim"] for m in meta)
-        features = np.lib.format.open_memmap(out, mode="w+", dtype=np.float32, shape=(count, dim))
-        block, row = max(1, COPY_BYTES // (4 * dim)), 0
-        for r in full:
-            src = np.load(parts / f"{r}.npy", mmap_mode="r")
-            for lo in range(0, meta[r]["rows"], block):
-                hi = min(lo + block, meta[r]["rows"])
-                features[row + lo:row + hi] = src[lo:hi]
-            row += meta[r]["rows"]
-            del src
-        features.flush()
-        del features
-    sync_path(out)
-
-
-def join_index(parts: Path, world: int, out: Path) -> None:
-    """The parts' names and labels, in rank order, as ``index,path,label`` rows under a header."""
-    with open(out, "w", newline="", encoding="utf-8") as f:
-        writer, index = csv.writer(f), 0
-        writer.writerow(HEADER)
-        for r in range(world):
-            with open(parts / f"{r}.csv", newline="", encoding="utf-8") as part:
-                for name, label in csv.reader(part):
-                    writer.writerow((index, name, label))
-                    index += 1
-        f.flush()
-        os.fsync(f.fileno())
+    writer.close()
 
 
 def join_parts(s: EvalSetup, source: Source, split: str, identity: dict, tmp: Path, world: int) -> tuple[int, int]:
@@ -378,17 +304,16 @@ def join_parts(s: EvalSetup, source: Source, split: str, identity: dict, tmp: Pa
         raise UserError(f"no readable image in the {split} split of {s.cfg.data.root}: nothing to embed")
     join_features(parts, meta, tmp / FEATURES)
     join_index(parts, world, tmp / INDEX)
-    unreadable = sorted({line for r in range(world) if (parts / f"{r}.txt").is_file()
-                         for line in (parts / f"{r}.txt").read_text(errors="replace").splitlines()})
-    skipped = sum(m["skipped"] for m in meta)
+    unreadable = [line for r in range(world) for line in (parts / f"{r}.txt").read_text(encoding="utf-8").splitlines()]
+    missing = sum(m["missing"] for m in meta)
     shutil.rmtree(parts)
     if unreadable:
-        (tmp / UNREADABLE).write_text("".join(line + "\n" for line in unreadable))
-        print(f"warning: {len(unreadable)} unreadable image(s) in the {split} split: the row of each holds the next "
-              f"readable image, as in 'dinolite knn' (listed in {UNREADABLE})", file=sys.stderr, flush=True)
-    if skipped:
-        print(f"warning: skipped {skipped} unreadable sample(s) of the {split} shards: index.csv lists the "
-              f"{count} embedded ones", file=sys.stderr, flush=True)
+        (tmp / UNREADABLE).write_text("".join(line + "\n" for line in unreadable), encoding="utf-8")
+    if unreadable or missing:
+        what = [f"{len(unreadable)} unreadable image(s) (listed in {UNREADABLE})"] if unreadable else []
+        what += [f"{missing} sample(s) missing from damaged shards"] if missing else []
+        print(f"warning: left out {' and '.join(what)} of the {split} split: {FEATURES} and {INDEX} hold the "
+              f"{count} readable ones, each row its own image", file=sys.stderr, flush=True)
     e, a, spec = s.cfg.eval, s.cfg.augment, s.spec
     info = {"format": FORMAT, "version": VERSION, "dinolite_version": __version__,
             "model": {"source": str(Path(spec.source).absolute()), "kind": spec.kind, "checkpoint_key": s.key,
@@ -396,8 +321,10 @@ def join_parts(s: EvalSetup, source: Source, split: str, identity: dict, tmp: Pa
             "arch": spec.arch, "dim": dim, "count": count, "split": split,
             "image_size": e.image_size, "crop_ratio": e.crop_ratio,
             "normalisation": {"mean": list(a.mean), "std": list(a.std)},
-            "data": identity["data"], "classes": list(source.classes), "skipped": skipped,
-            "unreadable": len(unreadable), "files": {"features": FEATURES, "index": INDEX, "columns": list(HEADER)},
+            "data": identity["data"], "classes": list(source.classes),
+            "left_out": len(unreadable) + missing, "unreadable": len(unreadable), "missing": missing,
+            "unreadable_list": UNREADABLE if unreadable else None,
+            "files": {"features": FEATURES, "index": INDEX, "columns": list(HEADER)},
             "identity": identity}
     (tmp / INFO).write_text(json.dumps(info, indent=1) + "\n")
     for name in (INFO, UNREADABLE) if unreadable else (INFO,):

@@ -8,7 +8,7 @@ and each rank's share of a split (:func:`rank_rows`). ``dinolite knn``, ``dinoli
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ..augment import EvalTransform
 from ..config import Config, as_dict, validate
-from ..data import Source, eval_batches
+from ..data import Source, eval_rows
 from ..errors import UserError
 from ..overrides import apply as apply_overrides
 from ..overrides import data_items
@@ -52,6 +52,9 @@ class EvalSetup:
     progress: bool
     key: str
     is_main: bool = True  # rank 0 (or the only process) prints and writes; every rank extracts features
+    # split -> (file or key, reason) of each image left out as unreadable, and the samples missing from damaged
+    # shards, of the features last extracted for that split (``commands.common.features``)
+    left_out: dict[str, tuple[list[tuple[str, str]], int]] = field(default_factory=dict)
 
     def cache_spec(self, split: str, kind: str, n: int) -> dict:
         """Everything besides the weights that determines the features of ``split``."""
@@ -127,28 +130,46 @@ def batch_features(backbone: nn.Module, transform: EvalTransform, images: Tensor
         return backbone(x).float()
 
 
-def _gather_in_order(part: Tensor, total: int, chunk: int) -> Tensor:
-    """Every rank's ``part`` (rank r holds rows ``r*chunk ..``), concatenated on every rank.
-
-    ``all_gather`` wants equal shapes, so parts are padded to ``chunk`` rows and trimmed after.
-    """
+def _gather_rows(part: Tensor, chunk: int) -> Tensor:
+    """Every rank's ``part`` (at most ``chunk`` rows; fewer where unreadable images were left out), concatenated
+    in rank order on every rank. ``all_gather`` wants equal shapes: parts are padded to ``chunk`` rows and each
+    trimmed to its rank's count after."""
+    world = dist.get_world_size()
+    n = torch.tensor([len(part)], dtype=torch.int64, device=part.device)
+    counts = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(counts, n)
     padded = part.new_zeros((chunk, *part.shape[1:]))
     padded[:len(part)] = part
-    out = [torch.empty_like(padded) for _ in range(dist.get_world_size())]
+    out = [torch.empty_like(padded) for _ in range(world)]
     dist.all_gather(out, padded)
-    return torch.cat(out)[:total]
+    return torch.cat([o[:int(c.item())] for o, c in zip(out, counts, strict=True)])
+
+
+@dataclass
+class Extracted:
+    """The features of a source's readable images, and what was left out: each row is its own image."""
+
+    features: Tensor  # float32 [N, D], N = the images scored
+    labels: Tensor  # int64 [N]
+    unreadable: list[tuple[str, str]]  # (file or shard key, reason) of each image left out, in source order
+    missing: int = 0  # samples a damaged shard no longer holds (left out; they have no name)
+
+    @property
+    def left_out(self) -> int:
+        return len(self.unreadable) + self.missing
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, source: Source, transform: EvalTransform, device: torch.device,
-                     batch_size: int = 256, num_workers: int = 0, desc: str = "features",
-                     progress: bool = True, indices: range | list[int] | None = None) -> tuple[Tensor, Tensor]:
-    """``(features [N, D] float32, labels [N])`` on ``device``, in the source's order.
+def extract_rows(backbone: nn.Module, source: Source, transform: EvalTransform, device: torch.device,
+                 batch_size: int = 256, num_workers: int = 0, desc: str = "features", progress: bool = True,
+                 indices: range | list[int] | None = None) -> Extracted:
+    """The features and labels of the readable images of ``source`` (or of ``indices``), in the source's order;
+    an unreadable image is left out and listed, never replaced by another (see ``dinolite.data.eval_rows``).
 
-    Under torch.distributed every rank extracts a contiguous share of an indexable source and
-    gets the whole result back (every rank must call this). A streamed shard set is read whole
-    by every rank. Given ``indices`` (a fixed subset, e.g. the online k-NN's), every rank reads
-    just those, on its own, with no collective.
+    Under torch.distributed every rank extracts a contiguous share of an indexable source and gets the whole
+    result back, the ranks' parts joined in rank order (every rank must call this). A streamed shard set is read
+    whole by every rank. Given ``indices`` (a fixed subset, e.g. the online k-NN's), every rank reads just
+    those, on its own, with no collective.
     """
     rank, world = rank_and_world()
     split = indices is None and world > 1 and hasattr(source, "__getitem__") and hasattr(source, "__len__")
@@ -156,20 +177,47 @@ def extract_features(backbone: nn.Module, source: Source, transform: EvalTransfo
         indices, chunk = rank_rows(len(source), rank, world)
     was_training = backbone.training
     backbone.eval()
-    feats, labels = [], []
-    loader = eval_batches(source, batch_size, num_workers, pin_memory=device.type == "cuda", indices=indices)
+    feats, labels, bad, missing = [], [], [], 0
+    rows = eval_rows(source, batch_size, num_workers, pin_memory=device.type == "cuda", indices=indices)
     count = len(indices) if indices is not None else len(source)  # shard sets know their size from the manifest
     total = -(-count // batch_size)
-    for images, hw, y in tqdm(loader, desc=desc, total=total, disable=not progress or rank > 0, leave=False):
-        feats.append(batch_features(backbone, transform, images, hw, device))
-        labels.append(y.to(device))
+    for b in tqdm(rows, desc=desc, total=total, disable=not progress or rank > 0, leave=False):
+        bad += b.bad
+        missing += b.missing
+        if len(b.labels):
+            feats.append(batch_features(backbone, transform, b.images, b.hw, device))
+            labels.append(b.labels.to(device))
     backbone.train(was_training)
-    if not split:
-        return torch.cat(feats), torch.cat(labels)
     dim = feats[0].shape[1] if feats else getattr(backbone, "dim", getattr(backbone, "num_features", 0))
     mine_f = torch.cat(feats) if feats else torch.zeros(0, dim, device=device)
     mine_y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
-    return _gather_in_order(mine_f, len(source), chunk), _gather_in_order(mine_y, len(source), chunk)
+    if not split:
+        return Extracted(mine_f, mine_y, bad, missing)
+    parts: list[Any] = [None] * world
+    dist.all_gather_object(parts, (bad, missing))
+    return Extracted(_gather_rows(mine_f, chunk), _gather_rows(mine_y, chunk),
+                     [b for part_bad, _ in parts for b in part_bad], sum(m for _, m in parts))
+
+
+def extract_features(backbone: nn.Module, source: Source, transform: EvalTransform, device: torch.device,
+                     batch_size: int = 256, num_workers: int = 0, desc: str = "features",
+                     progress: bool = True, indices: range | list[int] | None = None) -> tuple[Tensor, Tensor]:
+    """``(features [N, D] float32, labels [N])`` of the readable images, on ``device``: :func:`extract_rows`
+    without the list of what was left out."""
+    got = extract_rows(backbone, source, transform, device, batch_size, num_workers, desc, progress, indices)
+    return got.features, got.labels
+
+
+def left_out_line(split: str, unreadable: list[tuple[str, str]], missing: int, scored: int) -> str:
+    """What an evaluation left out of ``split``: the count, the first few names, and how many it scored."""
+    parts = []
+    if unreadable:
+        shown = ", ".join(name for name, _ in unreadable[:3]) + (", ..." if len(unreadable) > 3 else "")
+        parts.append(f"{len(unreadable)} unreadable image(s) ({shown})")
+    if missing:
+        parts.append(f"{missing} sample(s) missing from damaged shards")
+    return (f"left out {' and '.join(parts)} of the {split} split; scored the {scored} readable one(s), "
+            f"each row its own image")
 
 
 class ProbeFeatures(nn.Module):

@@ -4,13 +4,14 @@ the quickstart's ViT on 2 CPU cores)."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..augment import EvalTransform
-from .features import extract_features
+from .features import extract_rows, rank_and_world
 from .knn import knn_accuracy
 
 
@@ -36,17 +37,29 @@ class OnlineKNN:
         self.query_idx = spread_indices(len(test_source), n_queries)
         self.k, self.temperature, self.batch_size, self.num_workers = k, temperature, batch_size, num_workers
         self.num_classes = max(train_source.num_classes, test_source.num_classes)
+        self.scored_queries: int | None = None  # the queries the last evaluation scored
+        self.left_out: dict[str, str] = {}  # file -> reason of every unreadable image left out so far
 
     @property
     def queries(self) -> int:
-        """The test images each evaluation scores (fewer than ``n_queries`` on a smaller test split): what the
-        figure's noise depends on (the collapse monitor's margin)."""
-        return len(self.query_idx)
+        """The test images each evaluation scores (fewer than ``n_queries`` on a smaller test split, or once an
+        unreadable image was left out): what the figure's noise depends on (the collapse monitor's margin)."""
+        return self.scored_queries if self.scored_queries is not None else len(self.query_idx)
 
     @torch.no_grad()
     def __call__(self, backbone: nn.Module) -> float:
-        """Top-1 (in %); every rank computes the same figure on its own (no collective)."""
+        """Top-1 (in %); every rank computes the same figure on its own (no collective). An unreadable image is
+        left out of the bank or the queries (counted, listed in a warning once), never replaced by another."""
         kw: dict[str, Any] = dict(batch_size=self.batch_size, num_workers=self.num_workers, progress=False)
-        bank, bank_y = extract_features(backbone, self.train, self.transform, self.device, indices=self.bank_idx, **kw)
-        queries, y = extract_features(backbone, self.test, self.transform, self.device, indices=self.query_idx, **kw)
-        return knn_accuracy(queries, y, bank, bank_y, self.num_classes, self.k, self.temperature)["top1"]
+        bank = extract_rows(backbone, self.train, self.transform, self.device, indices=self.bank_idx, **kw)
+        queries = extract_rows(backbone, self.test, self.transform, self.device, indices=self.query_idx, **kw)
+        self.scored_queries = len(queries.labels)
+        new = [(n, r) for n, r in bank.unreadable + queries.unreadable if n not in self.left_out]
+        if new:
+            self.left_out.update(new)
+            if rank_and_world()[0] == 0:
+                shown = ", ".join(n for n, _ in new[:3]) + (", ..." if len(new) > 3 else "")
+                print(f"warning: online k-NN: left out {len(new)} unreadable image(s) ({shown}); it scores "
+                      f"{len(bank.labels)} bank and {len(queries.labels)} query images", file=sys.stderr, flush=True)
+        return knn_accuracy(queries.features, queries.labels, bank.features, bank.labels, self.num_classes, self.k,
+                            self.temperature)["top1"]

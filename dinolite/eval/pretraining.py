@@ -4,6 +4,7 @@ final weighted k-NN (train split as bank, test split as queries)."""
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ..distributed import DistInfo
 from ..files import write_text
 from ..models import build_backbone
 from .evaluated import Evaluated
-from .features import RawPixels, extract_features
+from .features import RawPixels, extract_rows, left_out_line
 from .knn import knn_accuracy
 from .online import OnlineKNN
 
@@ -31,6 +32,7 @@ class RunEvaluation:
                  run_dir: Path):
         self.cfg, self.source, self.device, self.dist, self.progress, self.run_dir = \
             cfg, source, device, dist, progress, run_dir
+        self.warned: set[str] = set()  # the splits whose unreadable images were reported
 
     def transform(self) -> EvalTransform:
         e = self.cfg.eval
@@ -56,13 +58,19 @@ class RunEvaluation:
         transform = self.transform()
         test = build_source(self.cfg.data, "test")
         workers = self.cfg.data.num_workers
-        bank, bank_labels = extract_features(backbone, self.source, transform, self.device, batch_size=e.batch_size,
-                                             num_workers=workers, progress=self.progress, desc=f"{desc} bank")
-        queries, labels = extract_features(backbone, test, transform, self.device, batch_size=e.batch_size,
-                                           num_workers=workers, progress=self.progress, desc=f"{desc} queries")
+        bank = extract_rows(backbone, self.source, transform, self.device, batch_size=e.batch_size,
+                            num_workers=workers, progress=self.progress, desc=f"{desc} bank")
+        queries = extract_rows(backbone, test, transform, self.device, batch_size=e.batch_size,
+                               num_workers=workers, progress=self.progress, desc=f"{desc} queries")
         if not self.dist.is_main:  # every rank extracted its share of the features; rank 0 scores them
             return {"top1": float("nan"), "top5": float("nan")}
-        return knn_accuracy(queries, labels, bank, bank_labels, self.source.num_classes, e.knn_k, e.knn_temperature)
+        for split, got in (("train", bank), ("test", queries)):
+            if got.left_out and split not in self.warned:  # once per run, not once per backbone scored
+                self.warned.add(split)
+                print(f"warning: k-NN: {left_out_line(split, got.unreadable, got.missing, len(got.labels))}",
+                      file=sys.stderr, flush=True)
+        return knn_accuracy(queries.features, queries.labels, bank.features, bank.labels, self.source.num_classes,
+                            e.knn_k, e.knn_temperature)
 
     def random_backbone(self, model: ModelConfig | None = None) -> torch.nn.Module:
         """The same architecture (``model``, default the run's) at random initialisation (its own seed, the

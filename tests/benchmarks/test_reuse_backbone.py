@@ -1,5 +1,6 @@
-"""benchmarks/reuse_backbone.py at a tiny size: both continuations run from one backbone-only source and the JSON
-holds the source's k-NN, each run's online k-NN curve and its banner (warm-up on, and off for the naive run)."""
+"""benchmarks/reuse_backbone.py at a tiny size: the continuations and the from-scratch run, from one backbone-only
+source, and the JSON holds the source's k-NN, each run's online k-NN curve and its banner (warm-up on, and off for
+the naive run)."""
 
 import json
 import subprocess
@@ -8,25 +9,24 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import FMNIST
 from tests.layouts.sources import hf_folder, tiny_vit
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.slow
-def test_the_benchmark_runs_both_continuations_at_a_tiny_size(tmp_path, fmnist_root):
+def test_the_benchmark_runs_every_variant_at_a_tiny_size(tmp_path):
     source = hf_folder(tmp_path / "hf", tiny_vit(in_chans=1), 1)
     out = tmp_path / "out.json"
     done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "reuse_backbone.py"), str(source), "--tiny",
-                           "--minutes", "0.3", "--online-every", "2", "--data", f"data.root={FMNIST}",
+                           "--minutes", "0.3", "--online-every", "2", "--datasets", "digits",
                            "--out", str(tmp_path / "runs"), "--json", str(out)],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     results = {r["run"]: r for r in json.loads(out.read_text())["results"]}
-    assert set(results) == {"warmup", "naive"}
+    assert set(results) == {"digits/backbone-warmup", "digits/backbone-naive", "digits/scratch"}
     for r in results.values():
         assert "error" not in r, r
-        assert 0 < r["source_knn"] <= 100 and r["online_knn"] and 0 < r["final"]["knn_top1"] <= 100
-    assert "heads warm up on the frozen backbone for 0.1" in results["warmup"]["banner"][0]
-    assert "no head warm-up" in results["naive"]["banner"][0]
+        assert r["dataset"] == "digits" and 0 < r["source_knn"] <= 100 and r["online_knn"] and 0 < r["final"]["knn_top1"] <= 100
+    assert "heads warm up on the frozen backbone for 0.1" in results["digits/backbone-warmup"]["banner"][0]
+    assert "no head warm-up" in results["digits/backbone-naive"]["banner"][0]
