@@ -207,3 +207,14 @@ def test_the_layer_checks_can_fail():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert layer_of("dinolite.engine.streams") == 0 and layer_of("dinolite.engine.loop") == 2
     assert layer_of("dinolite.nowhere") is None
+
+
+def test_no_private_name_crosses_modules():
+    """A name with a leading underscore is its module's own: no other module imports it."""
+    crossing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                crossing += [f"{module_name(path)}: {node.module}.{a.name}" for a in node.names
+                             if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not crossing, crossing
