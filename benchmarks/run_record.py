@@ -78,7 +78,7 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     random_init = base.get("knn_top1_random_init")
     pixels = base.get("knn_top1_pixels")
     out_dim = cfg.get("model", {}).get("out_dim")
-    plan_path = run_dir / "plan.json"  # the run's length after any re-plan (dinolite/runplan.py)
+    plan_path = run_dir / "plan.json"  # the run's length after any re-plan (dinolite/pretraining/plan.py)
     total_steps = json.loads(plan_path.read_text())["total_steps"] if plan_path.is_file() \
         else cfg["optim"].get("total_steps")
     return {

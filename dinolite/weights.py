@@ -29,7 +29,7 @@ from .config import Config, read_saved_config
 from .engine import checkpoint as ckpt
 from .errors import UserError
 from .layouts import dinov2, hf
-from .models import backbone_kwargs
+from .maths.models import backbone_kwargs
 from .statedict import inner_state, is_tensor_dict, key_problems
 
 EXPORT_JSON = "config.json"

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from dinolite.budget import (
+from dinolite.errors import UserError
+from dinolite.maths.schedules import Plan
+from dinolite.pretraining.budget import (
     REPLAN_MIN_STEPS,
     REPLAN_RESERVE,
     REPLAN_TOLERANCE,
@@ -14,10 +16,8 @@ from dinolite.budget import (
     replan_steps,
     steps_in_budget,
 )
-from dinolite.errors import UserError
-from dinolite.runplan import read_plan
-from dinolite.schedules import Plan
-from dinolite.train import Pretrainer, pretrain
+from dinolite.pretraining.plan import read_plan
+from dinolite.pretraining.train import Pretrainer, pretrain
 from tests.helpers import tiny_config
 
 
@@ -38,7 +38,7 @@ def test_a_budget_too_short_is_one_line():
 def fixed_plan(monkeypatch, steps: int) -> list[tuple]:
     """The planner's answer fixed at ``steps`` (its arithmetic is tested above), so a test does not depend on how
     fast or how loaded the machine is; the steps are still timed for real. Returns the planner's inputs."""
-    import dinolite.budget
+    import dinolite.pretraining.budget
 
     seen: list[tuple] = []
 
@@ -46,7 +46,7 @@ def fixed_plan(monkeypatch, steps: int) -> list[tuple]:
         seen.append(args)
         return steps
 
-    monkeypatch.setattr(dinolite.budget, "steps_in_budget", plan)
+    monkeypatch.setattr(dinolite.pretraining.budget, "steps_in_budget", plan)
     return seen
 
 
@@ -173,11 +173,11 @@ def run_on_clock(tmp_path, monkeypatch, clock: FakeClock, planned: int = 40) -> 
     import json
     import types
 
-    import dinolite.budgeted
     import dinolite.engine.loop
-    import dinolite.train
+    import dinolite.pretraining.budgeted
+    import dinolite.pretraining.train
 
-    for module in (dinolite.train, dinolite.budgeted, dinolite.engine.loop):
+    for module in (dinolite.pretraining.train, dinolite.pretraining.budgeted, dinolite.engine.loop):
         monkeypatch.setattr(module, "time", types.SimpleNamespace(time=clock.time))
     monkeypatch.setattr(Pretrainer, "time_steps", lambda self: 1.0)
     fixed_plan(monkeypatch, planned)

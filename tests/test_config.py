@@ -237,7 +237,7 @@ def test_a_typed_budget_beside_a_typed_length_is_one_line(typed):
 
 def test_every_entry_point_refuses_a_budget_beside_a_length_before_writing(capsys, tmp_path):
     """The CLI and the SLURM launcher: exit 2, one line naming both keys, no run directory; DINOTrainer: the error."""
-    from dinolite.library import DINOTrainer
+    from dinolite.pretraining.library import DINOTrainer
     from launch.slurm import main as slurm_main
 
     run = tmp_path / "run"

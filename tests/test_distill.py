@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from dinolite.cli import main
 from dinolite.config import load_config, load_distill_config
-from dinolite.distill import DistillMethod, distill_cross_entropy, feature_loss, load_teacher
 from dinolite.errors import UserError
+from dinolite.methods.distill import DistillMethod, distill_cross_entropy, feature_loss, load_teacher
 from tests.helpers import tiny_overrides
 
 STUDENTS = ("distill.students=[{arch: vit_tiny_patch16_224, patch_size: 7, embed_dim: 16, depth: 1, num_heads: 2, "
@@ -84,7 +84,7 @@ def test_one_teacher_forward_per_step_feeds_every_student(tiny_run, tmp_path):
     calls = []
     method.teacher.backbone.register_forward_hook(lambda *a: calls.append(1))
     images = torch.randint(0, 256, (cfg.optim.batch_size, 1, 28, 28), dtype=torch.uint8)
-    sched = method.schedule(0, __import__("dinolite.schedules", fromlist=["x"]).Plan(4, 4, 1, 0, 0))
+    sched = method.schedule(0, __import__("dinolite.maths.schedules", fromlist=["x"]).Plan(4, 4, 1, 0, 0))
     loss, terms = method.train_step(method.make_crops(images, None, 0), sched)
     assert len(calls) == 1 and set(terms) == {f"loss_{VIT}", f"loss_{CNN}"}
     assert torch.isclose(loss, terms[f"loss_{VIT}"] + terms[f"loss_{CNN}"])

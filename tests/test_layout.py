@@ -17,10 +17,12 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dinolite"
 
-TASKS = {"dinolite.train", "dinolite.library", "dinolite.jobs", "dinolite.finetune", "dinolite.commands", "dinolite.cli"}
-MATHS = {"dinolite.loss", "dinolite.models", "dinolite.augment", "dinolite.schedules", "dinolite.masking",
-         "dinolite.optim", "dinolite.dino", "dinolite.eval"}
-PRETRAINING = {"dinolite.train", "dinolite.dino", "dinolite.library", "dinolite.loss", "dinolite.monitor"}
+TASKS = {"dinolite.pretraining.train", "dinolite.pretraining.library", "dinolite.jobs", "dinolite.finetune",
+         "dinolite.commands", "dinolite.cli"}
+MATHS = {"dinolite.maths.loss", "dinolite.maths.models", "dinolite.maths.augment", "dinolite.maths.schedules",
+         "dinolite.maths.masking", "dinolite.maths.optim", "dinolite.methods.dino", "dinolite.eval"}
+PRETRAINING = {"dinolite.pretraining.train", "dinolite.methods.dino", "dinolite.pretraining.library",
+               "dinolite.maths.loss", "dinolite.pretraining.monitor"}
 
 
 def module_name(path: Path) -> str:
@@ -51,19 +53,18 @@ def imports(path: Path) -> set[str]:
 # bottom to top; a prefix names a module or a package and every module under it
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"dinolite.files", "dinolite.errors", "dinolite.overrides", "dinolite.checks", "dinolite.config",
-                    "dinolite.schema", "dinolite.baddata", "dinolite.precision",
+                    "dinolite.schema", "dinolite.pretraining.baddata", "dinolite.maths.precision",
                     "dinolite.loggers", "dinolite.distributed", "dinolite.statedict", "dinolite.pos_embed",
                     "dinolite.layouts.hf", "dinolite.layouts.dinov2", "dinolite.layouts.hf_export",
                     "dinolite.viz", "dinolite.engine.streams"}),
-    ("data and maths", {"dinolite.data", "dinolite.schedules", "dinolite.masking", "dinolite.loss", "dinolite.optim",
-                        "dinolite.budget", "dinolite.monitor", "dinolite.augment", "dinolite.models"}),
+    ("data and maths", {"dinolite.data", "dinolite.maths", "dinolite.pretraining.budget",
+                        "dinolite.pretraining.monitor"}),
     ("engine", {"dinolite.engine"}),
-    ("weights", {"dinolite.weights", "dinolite.export", "dinolite.layouts", "dinolite.reuse", "dinolite.runplan",
-                 "dinolite.trained"}),
+    ("weights", {"dinolite.weights", "dinolite.export", "dinolite.layouts", "dinolite.reuse",
+                 "dinolite.pretraining.plan", "dinolite.pretraining.trained"}),
     ("evaluation", {"dinolite.eval"}),
-    ("methods", {"dinolite.step", "dinolite.method", "dinolite.dino", "dinolite.distill", "dinolite.warmstart", "dinolite.factory"}),
-    ("tasks", {"dinolite.train", "dinolite.library", "dinolite.jobs", "dinolite.finetune", "dinolite.pretrain_dir",
-               "dinolite.runtext", "dinolite.budgeted"}),
+    ("methods", {"dinolite.methods"}),
+    ("tasks", {"dinolite.pretraining", "dinolite.jobs", "dinolite.finetune"}),
     ("command line", {"dinolite.commands", "dinolite.cli", "dinolite.__main__"}),
 ]
 # The package's root holds the version, the start time and lazy re-exports: anyone may read it, and what it
@@ -114,17 +115,17 @@ def modules(*prefixes: str) -> list[Path]:
 RULES = [
     # (the modules checked, what they may not import, why)
     (("dinolite.files", "dinolite.errors", "dinolite.overrides", "dinolite.config", "dinolite.loggers",
-      "dinolite.distributed", "dinolite.data"), {"dinolite.engine"} | TASKS | {"dinolite.dino"},
+      "dinolite.distributed", "dinolite.data"), {"dinolite.engine"} | TASKS | {"dinolite.methods.dino"},
      "the leaves stand below the engine"),
     (("dinolite.engine",), MATHS | TASKS, "the engine imports no maths and no task"),
     (("dinolite.statedict", "dinolite.layouts.hf", "dinolite.layouts.dinov2", "dinolite.layouts.hf_export"),
-     {"dinolite.engine", "dinolite.weights", "dinolite.models", "dinolite.config"} | TASKS | MATHS,
+     {"dinolite.engine", "dinolite.weights", "dinolite.maths.models", "dinolite.config"} | TASKS | MATHS,
      "the layouts' name maps are leaves: they map names and shapes, and build or read no model"),
-    (("dinolite.layouts", "dinolite.reuse", "dinolite.warmstart", "dinolite.weights"), TASKS,
+    (("dinolite.layouts", "dinolite.reuse", "dinolite.methods.warmstart", "dinolite.weights"), TASKS,
      "reading weights imports no task"),
-    (("dinolite.eval",), TASKS | {"dinolite.dino"}, "evaluation imports no task"),
+    (("dinolite.eval",), TASKS | {"dinolite.methods.dino"}, "evaluation imports no task"),
     (("dinolite.finetune",), PRETRAINING, "fine-tuning imports nothing of pretraining"),
-    (("dinolite.dino", "dinolite.loss", "dinolite.models", "dinolite.augment", "dinolite.schedules"),
+    (("dinolite.methods.dino", "dinolite.maths"),
      {"dinolite.engine.rundir", "dinolite.engine.checkpoint", "dinolite.engine.lock", "dinolite.engine.loop",
       "dinolite.files", "dinolite.loggers"} | TASKS, "the maths and the method read and write no files"),
 ]

@@ -9,7 +9,7 @@ from dinolite import precision
 from dinolite.config import load_config
 from dinolite.engine import checkpoint as ckpt
 from dinolite.errors import UserError
-from dinolite.train import Pretrainer, pretrain
+from dinolite.pretraining.train import Pretrainer, pretrain
 from tests.helpers import tiny_config, tiny_overrides
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from dinolite.config import Config, load_config, typed_values
-from dinolite.schedules import Plan
+from dinolite.maths.schedules import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"

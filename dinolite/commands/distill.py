@@ -10,7 +10,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import STARTED
     from ..config import load_command_config
     from ..distributed import read_rendezvous
-    from ..train import pretrain
+    from ..pretraining.train import pretrain
 
     overrides = list(args.overrides) + ([f"distill.teacher={args.teacher}"] if args.teacher else [])
     # a typed length replaces the recipe's budget, as for pretrain

@@ -9,7 +9,7 @@ def run(args: argparse.Namespace) -> int:
     from .. import STARTED
     from ..config import load_command_config
     from ..distributed import read_rendezvous
-    from ..train import pretrain
+    from ..pretraining.train import pretrain
 
     # What the user typed wins: a typed optim.epochs / optim.total_steps replaces the recipe's time budget
     # (both typed is one line, exit 2, before anything is written); the banner says which length runs.

@@ -15,14 +15,14 @@ from safetensors.torch import load_file
 from torch import Tensor
 from tqdm import tqdm
 
-from ..augment import EvalTransform
 from ..config import as_dict
 from ..distributed import DistInfo, barrier
 from ..engine.loop import StepOut, resume_task, start_engine
 from ..errors import UserError
 from ..export import write_safetensors
-from ..schedules import cosine, scaled_lr
-from ..step import TrainStep
+from ..maths.augment import EvalTransform
+from ..maths.schedules import cosine, scaled_lr
+from ..methods.step import TrainStep
 from ..weights import load_into
 from .augment import LabeledAugment
 from .config import FinetuneConfig

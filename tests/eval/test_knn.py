@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dinolite.eval.knn import (knn_accuracies, knn_accuracy, knn_scores, knn_scores_multi, rank_classes,
-                              topk_neighbours)
+from dinolite.eval.knn import knn_accuracies, knn_accuracy, knn_scores, knn_scores_multi, rank_classes, topk_neighbours
 
 
 def reference_scores(queries, bank, labels, num_classes, k, t):
@@ -131,8 +130,8 @@ def test_k_larger_than_bank_uses_the_whole_bank():
 # ---- the command: all k at once, features cached under the weights' hash -----------------------
 
 def test_knn_command_caches_features_under_the_checkpoint_hash(tiny_run, tmp_path, capsys, monkeypatch):
-    from dinolite.cli import main
     import dinolite.eval.features as features_mod
+    from dinolite.cli import main
 
     cache = tmp_path / "cache"
     assert main(["knn", str(tiny_run), "--no-progress", "--cache-dir", str(cache), "--json", str(tmp_path / "k.json")]) == 0
@@ -141,8 +140,8 @@ def test_knn_command_caches_features_under_the_checkpoint_hash(tiny_run, tmp_pat
         assert f"\n{k:5d}  " in out
     files = sorted(p.name for p in cache.iterdir())
     assert len(files) == 2 and files[0].startswith("test-") and files[1].startswith("train-")
-    from dinolite.weights import file_sha256
     from dinolite.engine import checkpoint as ckpt
+    from dinolite.weights import file_sha256
     assert file_sha256(ckpt.list_checkpoints(tiny_run)[-1])[:16] in files[0]
 
     def no_extraction(*a, **k):

@@ -5,7 +5,7 @@ import torch
 
 from dinolite.finetune.exits import MultiExitViT
 from dinolite.finetune.optim import build_layerwise_optimizer, layer_id
-from dinolite.optim import set_schedule
+from dinolite.maths.optim import set_schedule
 from tests.finetune.test_exits import tiny_vit
 
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ...augment import EvalTransform
 from ...checks import Check, at_least, positive
 from ...distributed import barrier
+from ...maths.augment import EvalTransform
 from ..config import FinetuneConfig
 from ..exits import MultiExitViT
 from ..model import MODEL_FILE, check_teacher, read_model, rebuild, save_model

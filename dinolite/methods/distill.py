@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .augment import Crops
-from .config import Config, ModelConfig, student_name
-from .distributed import DistInfo
-from .errors import UserError
-from .loss import CenteredLoss, at_least_fp32, pairwise_cross_entropy
-from .method import Evaluated, Method, Schedule
-from .models import DINOHead, build_backbone
-from .optim import build_optimizer, cancel_last_layer_grads
+from ..config import Config, ModelConfig, student_name
+from ..distributed import DistInfo
+from ..errors import UserError
+from ..maths.augment import Crops
+from ..maths.loss import CenteredLoss, at_least_fp32, pairwise_cross_entropy
+from ..maths.models import DINOHead, build_backbone
+from ..maths.optim import build_optimizer, cancel_last_layer_grads
+from .base import Evaluated, Method, Schedule
 
 
 def feature_loss(student: Tensor, teacher: Tensor) -> Tensor:
@@ -82,8 +82,8 @@ def head_from_state(state: dict[str, Tensor]) -> DINOHead:
 
 def load_teacher(cfg: Config) -> FrozenTeacher:
     """``distill.teacher`` as a frozen backbone (and head, for the ``dino_head`` objective)."""
-    from .statedict import inner_state, is_tensor_dict
-    from .weights import load_into, read_weights_file, resolve, strip_prefixes
+    from ..statedict import inner_state, is_tensor_dict
+    from ..weights import load_into, read_weights_file, resolve, strip_prefixes
 
     d, path = cfg.distill, Path(cfg.distill.teacher)
     if d.teacher_arch:  # a bare weights file of a named timm architecture

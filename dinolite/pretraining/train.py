@@ -10,26 +10,26 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from ..config import Config, as_dict
+from ..data import build_loader, build_source
+from ..distributed import DistInfo, check_shared_dir, cleanup
+from ..engine.checkpoint import list_checkpoints
+from ..engine.loop import StepOut, resume_task, start_engine
+from ..engine.rundir import check_run_dir, create_run_dir
+from ..engine.runtime import per_rank_batch, run_threads, start
+from ..errors import UserError
+from ..eval.pretraining import RunEvaluation, knn_line
+from ..maths.schedules import Plan
+from ..methods.distill import DistillMethod
+from ..methods.factory import build_method
+from ..reuse import adopt_source
 from .baddata import BAD_SAMPLES, check_bad_fraction, check_channels, short_epoch
 from .budget import BudgetKeeper
 from .budgeted import BudgetedTask
-from .config import Config, as_dict
-from .data import build_loader, build_source
-from .distill import DistillMethod
-from .distributed import DistInfo, check_shared_dir, cleanup
-from .engine.checkpoint import list_checkpoints
-from .engine.loop import StepOut, resume_task, start_engine
-from .engine.rundir import check_run_dir, create_run_dir
-from .engine.runtime import per_rank_batch, run_threads, start
-from .errors import UserError
-from .eval.pretraining import RunEvaluation, knn_line
-from .factory import build_method
+from .lines import end_line, start_lines
 from .monitor import CollapseMonitor, feed, monitors_for
-from .pretrain_dir import FIXED_ON_RESUME, SCHEDULE
-from .reuse import adopt_source
-from .runplan import RunPlan, resumed_budget_plan
-from .runtext import end_line, start_lines
-from .schedules import Plan
+from .plan import RunPlan, resumed_budget_plan
+from .rundir import FIXED_ON_RESUME, SCHEDULE
 from .trained import export_trained
 
 
@@ -229,8 +229,8 @@ def pretrain(cfg: Config, progress: bool = True, setup: Callable[[Pretrainer], N
     preemption check in there). ``started`` (default: now) is when ``train.budget_minutes`` began
     to count. The process group, if any, is left when this returns or raises.
     """
-    from .distributed import read_rendezvous
-    from .engine.lock import run_lock
+    from ..distributed import read_rendezvous
+    from ..engine.lock import run_lock
 
     with run_threads(cfg.train.threads), run_lock(cfg.train.output_dir, take=read_rendezvous().rank == 0):
         try:

@@ -10,14 +10,14 @@ from typing import Any
 
 import torch
 
-from . import precision
+from ..distributed import DistInfo
+from ..eval.online import OnlineKNN
+from ..loggers import MetricsWriter
+from ..maths import precision
+from ..methods.base import Method
+from ..schema import Config
 from .budget import BudgetKeeper
-from .distributed import DistInfo
-from .eval.online import OnlineKNN
-from .loggers import MetricsWriter
-from .method import Method
-from .runplan import RunPlan
-from .schema import Config
+from .plan import RunPlan
 
 
 class BudgetedTask:

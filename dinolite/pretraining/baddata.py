@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .distributed import DistInfo
-from .errors import UserError
-from .schema import Config, DataConfig
+from ..distributed import DistInfo
+from ..errors import UserError
+from ..schema import Config, DataConfig
 
 BAD_SAMPLES = "bad_samples.txt"
 MIN_IMAGES_FOR_BAD_FRACTION = 200  # a few bad files among the first images are not yet "mostly broken"

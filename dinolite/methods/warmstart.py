@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..engine import checkpoint as ckpt
+from ..errors import UserError
+from ..statedict import is_tensor_dict, key_problems
+from ..weights import bare_name, read_weights_file
 from .dino import DINOMethod
-from .engine import checkpoint as ckpt
-from .errors import UserError
-from .statedict import is_tensor_dict, key_problems
-from .weights import bare_name, read_weights_file
 
 # The reference code's weight-norm names (torch.nn.utils.weight_norm) and dinolite's (parametrizations).
 _WEIGHT_NORM = {"last_layer.weight_g": "last_layer.parametrizations.weight.original0",

@@ -3,9 +3,9 @@ only when asked (the schedules' length); checked before anything is written (eng
 
 from __future__ import annotations
 
-from .engine.rundir import RunDir, open_run_dir
-from .runplan import resumed_budget_plan
-from .schema import Config
+from ..engine.rundir import RunDir, open_run_dir
+from ..schema import Config
+from .plan import resumed_budget_plan
 
 # A resume may not change these (the checkpoints' shapes, the crops, the data), and needs
 # train.resume_schedule_change=true for those (the schedules' length); see engine/rundir.py.

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import torch
 
-from .config import Config
+from ..config import Config
+from ..distributed import DistInfo
+from ..maths.models import DINOModel
+from ..reuse import adopt_source, apply_backbone, cached_backbone
+from .base import Method
 from .dino import DINOMethod
 from .distill import DistillMethod
-from .distributed import DistInfo
-from .method import Method
-from .models import DINOModel
-from .reuse import adopt_source, apply_backbone, cached_backbone
 from .warmstart import apply_init, read_init
 
 

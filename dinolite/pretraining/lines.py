@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..schema import Config
 from .baddata import BAD_SAMPLES
-from .schema import Config
 
 
 def start_lines(cfg: Config, baselines: dict[str, float], total: int, steps_per_epoch: int, images: int,

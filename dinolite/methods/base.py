@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from . import precision
-from .augment import Crops, MultiCrop
-from .config import Config
-from .distributed import DistInfo
-from .eval.evaluated import Evaluated
-from .schedules import Plan, cosine, scaled_lr, teacher_temperature
+from ..config import Config
+from ..distributed import DistInfo
+from ..eval.evaluated import Evaluated
+from ..maths import precision
+from ..maths.augment import Crops, MultiCrop
+from ..maths.schedules import Plan, cosine, scaled_lr, teacher_temperature
 from .step import TrainStep
 
 

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable, Sized
 import torch
 from torch import Tensor, nn
 
-from .config import Config, load_config
-from .dino import DINOMethod, Schedule
-from .factory import build_method
-from .models import DINOModel
-from .schedules import Plan
+from ..config import Config, load_config
+from ..maths.models import DINOModel
+from ..maths.schedules import Plan
+from ..methods.dino import DINOMethod, Schedule
+from ..methods.factory import build_method
 
 Hook = Callable[["DINOTrainer", dict], None]
 

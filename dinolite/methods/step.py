@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .augment import GlobalBatchRNG
-from .distributed import DistInfo
-from .engine import streams
-from .engine.runtime import per_rank_batch
-from .optim import set_schedule
+from ..distributed import DistInfo
+from ..engine import streams
+from ..engine.runtime import per_rank_batch
+from ..maths.augment import GlobalBatchRNG
+from ..maths.optim import set_schedule
 
 
 class TrainStep:

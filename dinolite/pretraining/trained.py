@@ -9,10 +9,10 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from .export import export_backbone, write_safetensors
-from .models import backbone_kwargs
-from .schema import Config
-from .weights import BackboneSpec
+from ..export import export_backbone, write_safetensors
+from ..maths.models import backbone_kwargs
+from ..schema import Config
+from ..weights import BackboneSpec
 
 
 def export_trained(evaluated: Iterable, channels: int, cfg: Config, run_dir: Path) -> list[Path]:

@@ -7,10 +7,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .engine.checkpoint import list_checkpoints
-from .errors import UserError
-from .files import write_text
-from .schedules import Plan
+from ..engine.checkpoint import list_checkpoints
+from ..errors import UserError
+from ..files import write_text
+from ..maths.schedules import Plan
 
 PLAN_FILE = "plan.json"
 

@@ -14,7 +14,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from .errors import UserError
+from ..errors import UserError
 
 # Kept back from the budget at the start for checkpoints, the export, the metric lines and the usual drift: the
 # steps of a whole run are a few per cent slower than the 8 timed at its start (6 % on a 10-minute quickstart of
