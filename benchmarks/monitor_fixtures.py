@@ -22,7 +22,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from dinolite.monitor import CollapseMonitor, replay  # noqa: E402
+from dinolite.pretraining.monitor import CollapseMonitor, monitors_for, replay  # noqa: E402
 
 FIXTURES = ROOT / "tests" / "fixtures"
 KEYS = ("step", "teacher_entropy", "kl_uniform", "knn_online", "lr")
@@ -35,9 +35,9 @@ def read_fixture(path: Path) -> tuple[dict, list[dict]]:
 
 
 def monitor_for(header: dict) -> CollapseMonitor:
-    """The monitor ``dinolite pretrain`` builds for the fixture's run (train.Pretrainer.fit)."""
-    return CollapseMonitor(header["out_dim"], PATIENCE, KNN_PATIENCE, warmup=header["warmup"],
-                           queries=header["queries"], centering=header["centering"])
+    """The monitor ``dinolite pretrain`` builds for the fixture's run (``monitor.monitors_for``, as
+    train.Pretrainer.fit calls it); replay feeds it through ``monitor.feed`` as training does."""
+    return monitors_for([""], header["out_dim"], PATIENCE, header["warmup"], header["queries"], header["centering"])[""]
 
 
 def replay_fixture(path: Path) -> tuple[dict, list[dict], list[tuple[int, str]]]:
@@ -55,7 +55,7 @@ def at(step: int, total: int) -> str:
 
 def trim(run_dir: Path, out: Path, expect: str | None, run: str, note: str, command: str) -> dict:
     """``run_dir``'s metrics.jsonl as a fixture with its header (read from config.yaml and baselines.json)."""
-    from dinolite.schedules import span_steps
+    from dinolite.maths.schedules import span_steps
 
     cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
     baselines = json.loads((run_dir / "baselines.json").read_text())["values"]

@@ -50,14 +50,14 @@ import torch
 from PIL import Image, ImageFilter
 from torch.utils.flop_counter import FlopCounterMode
 
-from dinolite.augment import Crops
 from dinolite.config import load_config
 from dinolite.data import build_loader, build_source
 from dinolite.data.shard_writer import Sample, SampleSource, write_shards
 from dinolite.data.shards import ShardLoader
-from dinolite.dino import DINOMethod, Schedule
 from dinolite.engine.runtime import resolve_device, run_threads, to_device_ahead
-from dinolite.schedules import Plan
+from dinolite.maths.augment import Crops
+from dinolite.maths.schedules import Plan
+from dinolite.methods.dino import DINOMethod, Schedule
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_images import load_photo, random_size, synthetic_picture  # noqa: E402

@@ -35,7 +35,7 @@ QUIET = ["train.budget_minutes=0", "optim.total_steps=1000", "eval.online_every=
 
 def build(batch: int, precision: str, compiled: bool, extra: list[str], out: Path):
     from dinolite.config import load_config
-    from dinolite.train import Pretrainer
+    from dinolite.pretraining.train import Pretrainer
 
     shutil.rmtree(out, ignore_errors=True)
     cfg = load_config(RECIPE, [*QUIET, f"train.output_dir={out}", f"optim.batch_size={batch}",

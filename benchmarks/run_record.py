@@ -78,8 +78,11 @@ def summarize(run_dir: Path) -> dict[str, Any]:
     random_init = base.get("knn_top1_random_init")
     pixels = base.get("knn_top1_pixels")
     out_dim = cfg.get("model", {}).get("out_dim")
+    plan_path = run_dir / "plan.json"  # the run's length after any re-plan (dinolite/pretraining/plan.py)
+    total_steps = json.loads(plan_path.read_text())["total_steps"] if plan_path.is_file() \
+        else cfg["optim"].get("total_steps")
     return {
-        "steps_done": steps_done, "total_steps": cfg["optim"].get("total_steps"), "batch": batch,
+        "steps_done": steps_done, "total_steps": total_steps, "batch": batch,
         "budget_minutes": cfg["train"].get("budget_minutes"), "threads": cfg["train"].get("threads"),
         "teacher_knn": teacher, "random_init_knn": random_init, "pixels_knn": pixels,
         "gap_to_pixels": None if teacher is None or pixels is None else round(teacher - pixels, 2),

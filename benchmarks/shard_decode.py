@@ -40,7 +40,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_images import load_photo, random_size, synthetic_picture  # noqa: E402
 
 
-
 def make_images(folder: Path, n: int, seed: int = 0) -> str:
     """``n`` JPEGs in ``folder/<class>/``; returns a description of their origin."""
     rng = random.Random(seed)

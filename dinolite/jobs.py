@@ -83,15 +83,15 @@ class JobKind:
 
 
 JOB_KINDS: dict[str, JobKind] = {
-    "pretrain": JobKind("dinolite.config:Config", "dinolite.config:load_config", "dinolite.train:prepare_run_dir",
-                        "dinolite.train:pretrain"),
-    "finetune": JobKind("dinolite.finetune.config:FinetuneConfig", "dinolite.finetune.config:load_finetune_config",
-                        "dinolite.finetune.methods:prepare_run_dir", "dinolite.finetune.methods:finetune",
+    "pretrain": JobKind("dinolite.config:Config", "dinolite.config:load_config",
+                        "dinolite.pretraining.rundir:prepare_run_dir", "dinolite.pretraining.train:pretrain"),
+    "finetune": JobKind("dinolite.finetune.config:FinetuneConfig", "dinolite.finetune.recipe:load_finetune_config",
+                        "dinolite.finetune.methods:prepare_finetune_dir", "dinolite.finetune.methods:finetune",
                         name_keys=("recipe", "method"),
                         paths=("train.output_dir", "data.root", "data.eval_shards", "init", "born_again.teacher"),
                         weights=("init", "born_again.teacher")),
     "distill": JobKind("dinolite.config:Config", "dinolite.config:load_distill_config",
-                       "dinolite.train:prepare_run_dir", "dinolite.train:pretrain",
+                       "dinolite.pretraining.rundir:prepare_run_dir", "dinolite.pretraining.train:pretrain",
                        paths=("train.output_dir", "data.root", "data.eval_shards", "distill.teacher"),
                        weights=("distill.teacher",)),
 }

@@ -24,7 +24,7 @@ import torch
 from .config import Config
 from .errors import UserError
 from .layouts.source import Backbone, describe, fit_state, is_hf_or_export_dir, read_backbone
-from .models import VIT_ONLY
+from .maths.models import VIT_ONLY
 from .weights import read_weights_file
 
 DEFAULTS = {"init_head_warmup": 0.1, "init_backbone_lr": 0.2, "init_layer_decay": 0.75}  # a backbone-only source

@@ -27,3 +27,16 @@ def key_problems(own: Mapping[str, Tensor], given: Mapping[str, Tensor], optiona
     parts = [f"shapes differ: {few(shapes)}" if shapes else "", f"missing: {few(missing)}" if missing else "",
              f"not in this model: {few(unexpected)}" if unexpected else ""]
     return ", ".join(p for p in parts if p)
+
+
+def is_tensor_dict(obj: object) -> bool:
+    """A non-empty dict whose values are all tensors: a state dict."""
+    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def inner_state(obj: object, keys: tuple[str, ...] = ("state_dict", "model")) -> object:
+    """A checkpoint's state dict: ``obj`` itself when it is one, else its first entry under ``keys`` (the
+    wrappers torch training scripts save it in), else ``obj`` unchanged for the caller to refuse."""
+    if not isinstance(obj, dict) or is_tensor_dict(obj):
+        return obj
+    return next((obj[k] for k in keys if k in obj), obj)

@@ -29,8 +29,8 @@ from .config import Config, read_saved_config
 from .engine import checkpoint as ckpt
 from .errors import UserError
 from .layouts import dinov2, hf
-from .models import backbone_kwargs
-from .statedict import key_problems
+from .maths.models import backbone_kwargs
+from .statedict import inner_state, is_tensor_dict, key_problems
 
 EXPORT_JSON = "config.json"
 EXPORT_WEIGHTS = "model.safetensors"
@@ -135,10 +135,6 @@ def strip_prefixes(state: dict) -> dict:
     return {k: v for k, v in named.items() if not k.startswith("head.")}
 
 
-def _is_tensor_dict(obj) -> bool:
-    return isinstance(obj, dict) and bool(obj) and all(isinstance(v, torch.Tensor) for v in obj.values())
-
-
 def pick_state(obj, checkpoint_key: str, path: Path) -> tuple[dict, str]:
     """The backbone's tensors inside a loaded checkpoint object, and which layout it had."""
     if not isinstance(obj, dict):
@@ -158,7 +154,7 @@ def pick_state(obj, checkpoint_key: str, path: Path) -> tuple[dict, str]:
         state, kind = obj.get("state_dict", obj.get("model")), "dino-official"
     else:
         state, kind = obj, "dino-official"
-    if not _is_tensor_dict(state):
+    if not is_tensor_dict(state):
         raise UserError(f"{path} is not a dinolite or DINO checkpoint: no dict of tensors under the expected keys")
     state = strip_prefixes(state)
     if kind == "dino-official" and ("cls_token" not in state or "patch_embed.proj.weight" not in state):
@@ -223,8 +219,8 @@ def _from_object(obj, meta: dict, path: Path, checkpoint_key: str, cfg: Config |
         kwargs = check_timm_kwargs(raw, path)
         cfg = cfg or _run_config_near(path)
         return BackboneSpec(meta["arch"], kwargs, obj, path, "dinolite-export", cfg)
-    bare = obj.get("state_dict", obj.get("model", obj)) if isinstance(obj, dict) else obj
-    if isinstance(bare, dict) and _is_tensor_dict(bare) and dinov2.is_dinov2(strip_prefixes(bare)):  # DINOv2's own
+    bare = inner_state(obj)
+    if isinstance(bare, dict) and is_tensor_dict(bare) and dinov2.is_dinov2(strip_prefixes(bare)):  # DINOv2's own
         state, _ = dinov2.to_timm(strip_prefixes(bare), path)
         return layout_spec(state, dinov2.vit_fields(state), path, "dinov2-official")
     state, kind = pick_state(obj, checkpoint_key, path)

@@ -150,8 +150,7 @@ def submit(argv: list[str] | None = None):
     if args.gpus_per_node and tasks != args.gpus_per_node:
         raise UserError(f"--tasks-per-node {tasks} with --gpus-per-node {args.gpus_per_node}: "
                         f"dinolite runs one process per GPU; drop --tasks-per-node")
-    cfg = kind.load(args.config, args.overrides)  # the command's own loader: its checks, its default run directory
-    note = _typed_run_length(kind_name, cfg, args.overrides)
+    cfg, note = _load(kind_name, kind, args.config, args.overrides)
     absolute_paths(kind, cfg)  # the nodes may start in another directory
     check_weights(kind, cfg)
     world = args.nodes * tasks
@@ -189,14 +188,17 @@ def submit(argv: list[str] | None = None):
     return job
 
 
-def _typed_run_length(kind_name: str, cfg: Any, overrides: list[str]) -> str:
-    """As ``dinolite pretrain`` does: a typed optim.epochs / optim.total_steps replaces the recipe's time budget
-    in the config the job gets (a typed budget beside a typed length is refused here, before anything is
-    written or queued); returns the note saying so ("" when the recipe's length stands). Fine-tuning has no
-    time budget: its length is always its recipe's and overrides' optim.epochs; distillation follows pretraining."""
-    from dinolite.config import command_line_length
+def _load(kind_name: str, kind: Any, recipe: str | None, overrides: list[str]) -> tuple[Any, str]:
+    """The command's own loader (its checks, its default run directory) and the note on the run length. As
+    ``dinolite pretrain`` does (``config.load_command_config``), a typed optim.epochs / optim.total_steps replaces
+    the recipe's time budget in the config the job gets (a typed budget beside a typed length is refused here,
+    before anything is written or queued). Fine-tuning has no time budget: its length is always its recipe's and
+    overrides' optim.epochs; distillation follows pretraining."""
+    if kind_name in ("pretrain", "distill"):
+        from dinolite.config import load_command_config
 
-    return command_line_length(cfg, overrides) if kind_name in ("pretrain", "distill") else ""
+        return load_command_config(recipe, overrides, distill=kind_name == "distill")
+    return kind.load(recipe, overrides), ""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -17,7 +17,7 @@ def fmnist_root() -> Path:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """One finished tiny pretraining run (seconds), shared by the evaluation and export tests."""
-    from dinolite.train import pretrain
+    from dinolite.pretraining.train import pretrain
     from tests.helpers import tiny_config
 
     run = tmp_path_factory.mktemp("tiny") / "run"

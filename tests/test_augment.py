@@ -6,8 +6,8 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from dinolite.augment import EvalTransform, MultiCrop, color_jitter, sample_crop_boxes
 from dinolite.config import AugmentConfig
+from dinolite.maths.augment import EvalTransform, MultiCrop, color_jitter, sample_crop_boxes
 
 OFF = dict(flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=[0.0, 0.0, 0.0], solarize_p=0.0,
            mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0])

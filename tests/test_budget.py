@@ -5,10 +5,19 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from dinolite.budget import REPLAN_RESERVE, REPLAN_TOLERANCE, RESERVE, replan_steps, steps_in_budget
 from dinolite.errors import UserError
-from dinolite.schedules import Plan
-from dinolite.train import Pretrainer, pretrain
+from dinolite.maths.schedules import Plan
+from dinolite.pretraining.budget import (
+    REPLAN_MIN_STEPS,
+    REPLAN_RESERVE,
+    REPLAN_TOLERANCE,
+    RESERVE,
+    BudgetKeeper,
+    replan_steps,
+    steps_in_budget,
+)
+from dinolite.pretraining.plan import read_plan
+from dinolite.pretraining.train import Pretrainer, pretrain
 from tests.helpers import tiny_config
 
 
@@ -29,7 +38,7 @@ def test_a_budget_too_short_is_one_line():
 def fixed_plan(monkeypatch, steps: int) -> list[tuple]:
     """The planner's answer fixed at ``steps`` (its arithmetic is tested above), so a test does not depend on how
     fast or how loaded the machine is; the steps are still timed for real. Returns the planner's inputs."""
-    import dinolite.train
+    import dinolite.pretraining.budget
 
     seen: list[tuple] = []
 
@@ -37,7 +46,7 @@ def fixed_plan(monkeypatch, steps: int) -> list[tuple]:
         seen.append(args)
         return steps
 
-    monkeypatch.setattr(dinolite.train, "steps_in_budget", plan)
+    monkeypatch.setattr(dinolite.pretraining.budget, "steps_in_budget", plan)
     return seen
 
 
@@ -48,9 +57,11 @@ def test_budget_fixes_the_step_count_and_a_resume_keeps_it(tmp_path, monkeypatch
              "optim.warmup_fraction": 0.1, "train.log_every": 5}
     seen = fixed_plan(monkeypatch, 12)
     pretrain(tiny_config(run, **{**extra, "train.stop_after_steps": 5}), progress=False)
-    saved = OmegaConf.load(run / "config.yaml")
-    planned = saved.optim.total_steps
-    assert planned == 12 and saved.train.budget_minutes == 2
+    saved = read_plan(run)
+    planned = saved["total_steps"]
+    assert planned == 12 and saved["budget_minutes"] == 2
+    # the config stays what was asked for: a budget, no step count
+    assert OmegaConf.load(run / "config.yaml").optim.total_steps is None
     budget_s, spent_s, step_s = seen[0][:3]
     assert budget_s == 2 * 60 and spent_s > 0 and step_s > 0  # the planner got the budget and real timings
     assert (run / "checkpoint-00000005.pt").is_file()
@@ -62,7 +73,7 @@ def test_budget_fixes_the_step_count_and_a_resume_keeps_it(tmp_path, monkeypatch
     trainer = Pretrainer(tiny_config(run, **extra), progress=False)
     assert trainer.step == 5 and trainer.total_steps == planned
     assert trainer.plan.warmup == round(0.1 * planned)
-    assert OmegaConf.load(run / "config.yaml").optim.total_steps == planned
+    assert read_plan(run)["total_steps"] == planned
 
     with pytest.raises(UserError, match="train.budget_minutes=2"):
         Pretrainer(tiny_config(run, **{**extra, "train.budget_minutes": 5}), progress=False)
@@ -78,7 +89,7 @@ def test_budget_run_is_the_planned_run(tmp_path, monkeypatch):
     common = {"eval.knn_at_end": False, "optim.warmup_fraction": 0.2, "model.drop_path_rate": 0.0}
     fixed_plan(monkeypatch, 9)
     pretrain(tiny_config(budget, **{**common, "train.budget_minutes": 2}), progress=False)
-    steps = OmegaConf.load(budget / "config.yaml").optim.total_steps
+    steps = read_plan(budget)["total_steps"]
     pretrain(tiny_config(plain, **{**common, "optim.total_steps": steps}), progress=False)
     a = torch.load(sorted(budget.glob("checkpoint-*.pt"))[-1], weights_only=True)
     b = torch.load(sorted(plain.glob("checkpoint-*.pt"))[-1], weights_only=True)
@@ -102,6 +113,46 @@ def test_replan_keeps_the_plan_while_the_steps_left_fit():
     assert replan_steps(60, 80, left_s=23, step_s=1.0, tolerance_s=2, limit=100) == 80  # within the slack
 
 
+def test_the_keeper_measures_over_at_least_the_minimum_steps_and_lengthens_only_on_the_whole_runs_mean():
+    """Damping, on an injected clock: one slow log interval among fast ones does not cut the plan (the step time
+    is taken over REPLAN_MIN_STEPS steps, not the last 3 intervals), and after a slow stretch the plan is given
+    back only as far as the whole run's mean step time also fits."""
+    now = [0.0]
+    keeper = BudgetKeeper(budget_s=600, started=0.0, step_s=1.0, clock=lambda: now[0])
+    total = keeper.plan()
+    assert total == steps_in_budget(600, 0.0, 1.0) == 570
+    step = 0
+
+    def interval(step_s: float, steps: int = 10) -> None:
+        nonlocal step
+        step += steps
+        now[0] += steps * step_s
+        keeper.observe(step, step_s, 0)
+
+    for _ in range(12):
+        interval(1.0)
+    interval(1.4)  # one slow interval of 10 steps
+    assert keeper.recent_step_s() == pytest.approx((50 * 1.0 + 10 * 1.4) / 60)  # the last 60 steps
+    left = keeper.left_s()
+    tolerance = max(REPLAN_TOLERANCE * 600, 0.05 * left)
+    assert replan_steps(step, total, left, (20 * 1.0 + 10 * 1.4) / 30, tolerance_s=tolerance) < total  # 3 intervals
+    assert keeper.replan(step, total, left) == (total, None)  # 60 steps: it still fits, no cut
+    for _ in range(6):  # a lasting slow-down: cut
+        interval(3.0)
+    left = keeper.left_s()
+    cut, why = keeper.replan(step, total, left)
+    assert cut < total and why == {"from_steps": total, "to_steps": cut, "step_s": 3.0, "planned_step_s": 1.0,
+                                   "left_s": round(left, 1)}
+    for _ in range(6):  # fast again: the last 60 steps alone would give back more than the whole run's mean allows
+        interval(1.0)
+    left = keeper.left_s()
+    back, _ = keeper.replan(step, cut, left)
+    tolerance = max(REPLAN_TOLERANCE * 600, 0.05 * left)
+    recent_only = replan_steps(step, cut, left, 1.0, tolerance_s=tolerance, limit=total)
+    assert cut < back < recent_only <= total
+    assert REPLAN_MIN_STEPS >= 60
+
+
 class FakeClock:
     """Seconds that pass only when a step runs: ``slow_from`` on, a step takes ``slow_s`` instead of ``fast_s``."""
 
@@ -123,9 +174,10 @@ def run_on_clock(tmp_path, monkeypatch, clock: FakeClock, planned: int = 40) -> 
     import types
 
     import dinolite.engine.loop
-    import dinolite.train
+    import dinolite.pretraining.budgeted
+    import dinolite.pretraining.train
 
-    for module in (dinolite.train, dinolite.engine.loop):
+    for module in (dinolite.pretraining.train, dinolite.pretraining.budgeted, dinolite.engine.loop):
         monkeypatch.setattr(module, "time", types.SimpleNamespace(time=clock.time))
     monkeypatch.setattr(Pretrainer, "time_steps", lambda self: 1.0)
     fixed_plan(monkeypatch, planned)
@@ -164,7 +216,7 @@ def test_a_run_that_falls_behind_replans_and_ends_within_its_budget(tmp_path, mo
     final = plans[-1]
     # 25 s spent by step 15, 33.8 s left: 11 steps of 3 s fit, the run is not cut shorter than that
     assert final == 15 + 11
-    assert records[-1]["step"] == final and OmegaConf.load(tmp_path / "run" / "config.yaml").optim.total_steps == final
+    assert records[-1]["step"] == final and read_plan(tmp_path / "run")["total_steps"] == final
     trainer = seen["trainer"]
     assert trainer.plan.total == final and trainer.plan.warmup == round(0.1 * final)
     # the last step ran the schedules' last values: the new plan, not the old one, ended them

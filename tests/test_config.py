@@ -141,7 +141,7 @@ def test_finetuning_checks_the_shared_keys_the_same_way(capsys, tmp_path, overri
 
 def test_fractional_warmup_epochs_are_accepted_by_both_tasks():
     """Found by hand: optim.warmup_epochs=0.5 was refused by pretraining and accepted by fine-tuning."""
-    from dinolite.finetune.config import load_finetune_config
+    from dinolite.finetune.recipe import load_finetune_config
 
     assert load_config(None, ["optim.warmup_epochs=0.5"]).optim.warmup_epochs == 0.5
     assert load_finetune_config(None, ["init=timm:vit_tiny_patch16_224", "optim.warmup_epochs=0.5"]).optim.warmup_epochs == 0.5
@@ -157,7 +157,8 @@ def test_both_tasks_train_sections_hold_every_engine_setting():
     from dataclasses import fields
 
     from dinolite.config import Config, EngineConfig
-    from dinolite.finetune.config import FinetuneConfig, load_finetune_config
+    from dinolite.finetune.config import FinetuneConfig
+    from dinolite.finetune.recipe import load_finetune_config
 
     engine = {f.name: f for f in fields(EngineConfig)}
     assert {"seed", "device", "log_every", "checkpoint_every_minutes", "loggers", "stop_after_steps"} <= set(engine)
@@ -236,7 +237,7 @@ def test_a_typed_budget_beside_a_typed_length_is_one_line(typed):
 
 def test_every_entry_point_refuses_a_budget_beside_a_length_before_writing(capsys, tmp_path):
     """The CLI and the SLURM launcher: exit 2, one line naming both keys, no run directory; DINOTrainer: the error."""
-    from dinolite.loop import DINOTrainer
+    from dinolite.pretraining.library import DINOTrainer
     from launch.slurm import main as slurm_main
 
     run = tmp_path / "run"

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from dinolite.data import build_loader, build_source
-from dinolite.dino import DINOMethod, Schedule
-from dinolite.optim import param_groups
+from dinolite.maths.optim import param_groups
+from dinolite.methods.dino import DINOMethod, Schedule
 from tests.helpers import tiny_config
 
 
@@ -59,7 +59,7 @@ def test_last_layer_frozen_while_the_schedule_says_so(tmp_path):
 
 
 def test_schedule_freezes_the_last_layer_for_the_plans_span(tmp_path):
-    from dinolite.schedules import Plan
+    from dinolite.maths.schedules import Plan
 
     cfg = tiny_config(tmp_path, **{"optim.freeze_last_layer": 1})
     plan = Plan.of(cfg.optim, cfg.loss, steps_per_epoch=4)

@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 
 from dinolite.cli import main
-from dinolite.config import load_config
-from dinolite.distill import DistillMethod, distill_cross_entropy, feature_loss, load_teacher
+from dinolite.config import load_config, load_distill_config
 from dinolite.errors import UserError
+from dinolite.methods.distill import DistillMethod, distill_cross_entropy, feature_loss, load_teacher
 from tests.helpers import tiny_overrides
 
 STUDENTS = ("distill.students=[{arch: vit_tiny_patch16_224, patch_size: 7, embed_dim: 16, depth: 1, num_heads: 2, "
@@ -63,14 +63,18 @@ def test_one_teacher_trains_a_vit_and_a_cnn_and_each_is_exported_for_timm(tiny_r
     assert f"into {VIT}, {CNN}" in out and "finished at step 4/4" in out
     assert f"student {VIT}" in out and f"student {CNN}" in out and "its teacher" in out
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert all(math.isfinite(r[f"loss_{VIT}"]) and math.isfinite(r[f"loss_{CNN}"]) for r in metrics if "loss" in r)
+    logged = [r for r in metrics if "loss" in r]
+    assert logged, "no loss record in metrics.jsonl"
+    assert all(math.isfinite(r[f"loss_{VIT}"]) and math.isfinite(r[f"loss_{CNN}"]) for r in logged)
     assert teacher_file.read_bytes() == before  # the teacher is never written
     _, state = __import__("dinolite.engine.checkpoint", fromlist=["x"]).latest_valid(run)
     for name in (VIT, CNN):
         model = timm.create_model(f"local-dir:{run / 'students' / name}", pretrained=True).eval()
         ours = {k[len(f"backbones.{name}."):]: v for k, v in state["students"].items()
                 if k.startswith(f"backbones.{name}.")}
-        assert all(torch.equal(model.state_dict()[k], v) for k, v in ours.items())
+        exported = model.state_dict()
+        assert ours and set(ours) == set(exported), f"{name}: the checkpoint's and the export's keys differ"
+        assert all(torch.equal(exported[k], v) for k, v in ours.items())
 
 
 def test_one_teacher_forward_per_step_feeds_every_student(tiny_run, tmp_path):
@@ -80,7 +84,7 @@ def test_one_teacher_forward_per_step_feeds_every_student(tiny_run, tmp_path):
     calls = []
     method.teacher.backbone.register_forward_hook(lambda *a: calls.append(1))
     images = torch.randint(0, 256, (cfg.optim.batch_size, 1, 28, 28), dtype=torch.uint8)
-    sched = method.schedule(0, __import__("dinolite.schedules", fromlist=["x"]).Plan(4, 4, 1, 0, 0))
+    sched = method.schedule(0, __import__("dinolite.maths.schedules", fromlist=["x"]).Plan(4, 4, 1, 0, 0))
     loss, terms = method.train_step(method.make_crops(images, None, 0), sched)
     assert len(calls) == 1 and set(terms) == {f"loss_{VIT}", f"loss_{CNN}"}
     assert torch.isclose(loss, terms[f"loss_{VIT}"] + terms[f"loss_{CNN}"])
@@ -123,9 +127,19 @@ def test_bad_input_is_one_line_and_nothing_is_written(tiny_run, tmp_path, capsys
     assert not (run / "config.yaml").exists()
 
 
-def test_distill_without_a_teacher_is_refused(capsys):
+def test_students_without_a_teacher_are_refused():
     with pytest.raises(UserError, match="distill.students is set but distill.teacher is not"):
         load_config("distill_fmnist", ['distill.teacher=""'])
+
+
+def test_distill_without_a_teacher_is_refused(tmp_path, capsys):
+    with pytest.raises(UserError, match="dinolite distill needs a teacher"):
+        load_distill_config("distill_fmnist", ['distill.teacher=""', "distill.students=[]"])
+    run = tmp_path / "r"
+    assert main(["distill", "--no-progress", *tiny_overrides(run), 'distill.teacher=""', "distill.students=[]"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "needs a teacher" in err, err
+    assert not run.exists()
 
 
 # ---- kill -9, then resume: the same students as an uninterrupted run ----------------------------

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from dinolite.augment import GlobalBatchRNG, MultiCrop
 from dinolite.config import AugmentConfig
 from dinolite.distributed import read_rendezvous
-from dinolite.errors import UserError
 from dinolite.engine.runtime import per_rank_batch
-from dinolite.train import pretrain
+from dinolite.errors import UserError
+from dinolite.maths.augment import GlobalBatchRNG, MultiCrop
+from dinolite.pretraining.train import pretrain
 from tests.helpers import tiny_config, tiny_overrides
 
 # drop path draws its masks per rank, and KoLeo's nearest neighbours are searched within each rank's batch

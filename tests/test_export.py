@@ -103,7 +103,7 @@ def dinolite_checkpoint(path, image_size: int = 28, **model) -> object:
     """A checkpoint in dinolite's training layout (teacher/student with ``backbone.``, the run's config) holding
     a randomly initialised backbone of the tiny recipe with the ``model.*`` changes: no training needed."""
     from dinolite.config import as_dict
-    from dinolite.models import build_backbone
+    from dinolite.maths.models import build_backbone
     from tests.helpers import tiny_config
 
     cfg = tiny_config(path.parent / "run")

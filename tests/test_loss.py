@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from dinolite.loss import DINOLoss, teacher_stats
-from dinolite.schedules import teacher_temperature
+from dinolite.maths.loss import DINOLoss, teacher_stats
+from dinolite.maths.schedules import teacher_temperature
 
 
 def reference_step(student, teacher, center, tau_s, tau_t, m, batch):
@@ -84,7 +84,7 @@ def test_teacher_stats_detect_both_collapses():
 
 # ---- Sinkhorn-Knopp targets -------------------------------------------------------------------------
 
-from dinolite.loss import sinkhorn_knopp  # noqa: E402
+from dinolite.maths.loss import sinkhorn_knopp  # noqa: E402
 
 
 def sinkhorn_reference(t: np.ndarray, temp: float, iterations: int) -> np.ndarray:
@@ -142,7 +142,7 @@ def test_dino_loss_with_sinkhorn_knopp_uses_its_targets():
 
 # ---- KoLeo ----------------------------------------------------------------------------------------
 
-from dinolite.loss import koleo_loss  # noqa: E402
+from dinolite.maths.loss import koleo_loss  # noqa: E402
 
 
 def koleo_reference(x: np.ndarray) -> float:
@@ -199,7 +199,7 @@ def ibot_reference(student_tokens, teacher_tokens, mask, center, tau_s, tau_t, m
 def test_ibot_loss_matches_the_reference_over_steps():
     """Only masked patches count (the unmasked ones hold garbage that must not matter), each masked crop
     weighs the same whatever its number of masked patches, and the patch center moves after the loss."""
-    from dinolite.loss import IBOTPatchLoss
+    from dinolite.maths.loss import IBOTPatchLoss
 
     rng = np.random.default_rng(0)
     loss_fn = IBOTPatchLoss(out_dim=12, student_temp=0.1, center_momentum=0.9)
@@ -219,7 +219,7 @@ def test_ibot_loss_matches_the_reference_over_steps():
 
 
 def test_ibot_loss_without_any_mask_is_zero_and_keeps_the_center():
-    from dinolite.loss import IBOTPatchLoss
+    from dinolite.maths.loss import IBOTPatchLoss
 
     loss_fn = IBOTPatchLoss(out_dim=5)
     loss_fn.center.fill_(0.3)
@@ -230,7 +230,7 @@ def test_ibot_loss_without_any_mask_is_zero_and_keeps_the_center():
 
 def test_ibot_loss_with_sinkhorn_knopp_targets():
     """With loss.centering=sinkhorn_knopp the patch targets are Sinkhorn-Knopp over the masked patches."""
-    from dinolite.loss import IBOTPatchLoss, ibot_cross_entropy, sinkhorn_knopp
+    from dinolite.maths.loss import IBOTPatchLoss, ibot_cross_entropy, sinkhorn_knopp
 
     torch.manual_seed(0)
     mask = torch.rand(5, 3, 3) < 0.5

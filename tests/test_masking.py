@@ -5,7 +5,7 @@ import random
 import numpy as np
 import pytest
 
-from dinolite.masking import block_mask, sample_masks
+from dinolite.maths.masking import block_mask, sample_masks
 
 
 @pytest.mark.parametrize("h,w,n", [(14, 14, 40), (14, 14, 98), (4, 4, 3), (4, 4, 8), (7, 5, 10)])

@@ -3,7 +3,7 @@
 import torch
 
 from dinolite.config import ModelConfig
-from dinolite.models import DINOHead, build_student_teacher, ema_update
+from dinolite.maths.models import DINOHead, build_student_teacher, ema_update
 
 TINY = ModelConfig(arch="vit_tiny_patch16_224", patch_size=4, embed_dim=32, depth=2, num_heads=2,
                    out_dim=50, hidden_dim=40, bottleneck_dim=8, drop_path_rate=0.2)
@@ -80,7 +80,7 @@ from dataclasses import replace  # noqa: E402
 import pytest  # noqa: E402
 
 from dinolite.errors import UserError  # noqa: E402
-from dinolite.models import build_backbone, vit_tokens  # noqa: E402
+from dinolite.maths.models import build_backbone, vit_tokens  # noqa: E402
 
 
 def test_vit_tokens_without_a_mask_is_timms_forward():

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from dinolite.monitor import CollapseMonitor, Sustained, is_uniform, knn_margin, replay
+from dinolite.pretraining.monitor import CollapseMonitor, Sustained, is_uniform, knn_margin, replay
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -172,7 +172,7 @@ def test_the_number_of_queries_comes_from_the_run():
 
 
 def test_the_pretraining_run_gives_the_monitor_its_queries_warmup_and_centering(tmp_path, fmnist_root):
-    from dinolite.train import Pretrainer
+    from dinolite.pretraining.train import Pretrainer
     from tests.helpers import tiny_config
 
     cfg = tiny_config(tmp_path / "run", **{"eval.online_every": 2, "eval.online_queries": 1000, "data.test_subset": 48,

@@ -12,8 +12,8 @@ import timm
 import torch
 from PIL import Image
 
-from dinolite.engine import checkpoint as ckpt
 from dinolite.cli import main
+from dinolite.engine import checkpoint as ckpt
 from dinolite.weights import resolve
 from tests.helpers import tiny_overrides
 
@@ -126,9 +126,9 @@ def test_resume_with_ibot_switched_is_one_line(tmp_path, capsys):
 def test_the_monitor_reads_the_centred_softmax_under_sinkhorn_knopp(tmp_path, monkeypatch):
     """Sinkhorn-Knopp targets have a uniform mean by construction (KL 0 once balanced), which the monitor would
     read as a uniform collapse (the options benchmark showed it); its statistics come from the centred softmax."""
-    import dinolite.dino as dino
-    import dinolite.train as train
-    from dinolite.loss import teacher_stats
+    import dinolite.methods.dino as dino
+    import dinolite.pretraining.train as train
+    from dinolite.maths.loss import teacher_stats
     from tests.helpers import tiny_config
 
     calls = []

@@ -8,7 +8,8 @@ import pytest
 from dinolite.commands.common import eval_config
 from dinolite.config import Config, load_config
 from dinolite.errors import UserError
-from dinolite.finetune.config import FinetuneConfig, load_finetune_config
+from dinolite.finetune.config import FinetuneConfig
+from dinolite.finetune.recipe import load_finetune_config
 from dinolite.overrides import data_items
 
 PLACES = {  # each place that reads items, and the word its messages use for them

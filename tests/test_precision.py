@@ -9,7 +9,7 @@ from dinolite import precision
 from dinolite.config import load_config
 from dinolite.engine import checkpoint as ckpt
 from dinolite.errors import UserError
-from dinolite.train import Pretrainer, pretrain
+from dinolite.pretraining.train import Pretrainer, pretrain
 from tests.helpers import tiny_config, tiny_overrides
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
@@ -65,7 +65,7 @@ def test_fastest_times_both_and_a_resume_keeps_the_choice(tmp_path, monkeypatch,
     other = "fp32" if chosen[0]["precision"] == "bf16" else "bf16"
     monkeypatch.setattr(precision, "faster", lambda s: other)
     tr = Pretrainer(tiny_config(run, **extra), progress=False)
-    assert tr.step == 3 and tr.choose_precision() == "" and tr.method.precision == chosen[0]["precision"]
+    assert tr.step == 3 and tr.time_and_plan(0.0, {}) == [] and tr.method.precision == chosen[0]["precision"]
 
 
 def test_cli_prints_the_choice(tmp_path, monkeypatch, capsys, fmnist_root):

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from dinolite.config import Config, load_config, typed_values
-from dinolite.schedules import Plan
+from dinolite.maths.schedules import Plan
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -147,7 +147,7 @@ def wandb_offline(example: Example, stand_in: Path) -> None:
 
 def finetune_defaults(example: Example, stand_in: Path) -> None:
     """'default recipe configs/finetune_fmnist.yaml: --init runs/quickstart' (the pretraining run's directory)."""
-    from dinolite.finetune.config import load_finetune_config
+    from dinolite.finetune.recipe import load_finetune_config
 
     args = parse(example)
     cfg = load_finetune_config(args.config, [f"method={args.method}"])

@@ -16,8 +16,8 @@ import torch
 from dinolite.cli import main
 from dinolite.data import build_loader, build_source
 from dinolite.engine import checkpoint as ckpt
-from dinolite.loop import DINOTrainer
-from dinolite.optim import build_optimizer
+from dinolite.maths.optim import build_optimizer
+from dinolite.pretraining.library import DINOTrainer
 from tests.helpers import tiny_overrides
 from tests.layouts.sources import dinov2_official, hf_folder, tiny_vit
 
@@ -59,7 +59,7 @@ def test_the_heads_learn_on_the_frozen_backbone_then_the_teacher_copies_the_stud
 
 
 def test_the_backbone_learns_slower_layer_by_layer():
-    from dinolite.models import build_student_teacher
+    from dinolite.maths.models import build_student_teacher
 
     student, _ = build_student_teacher(arch="vit_tiny_patch16_224", patch_size=7, embed_dim=32, depth=2, num_heads=2,
                                        out_dim=16, hidden_dim=16, bottleneck_dim=8, in_chans=1, img_size=28)

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dinolite.schedules import cosine, scaled_lr
+from dinolite.maths.schedules import cosine, scaled_lr
 
 
 def test_cosine_warmup_and_ends():
@@ -28,7 +28,7 @@ def test_linear_scaling_rule():
 # ---- durations in epochs, steps or fractions of the run -------------------------------------------
 
 from dinolite.config import LossConfig, OptimConfig  # noqa: E402
-from dinolite.schedules import Plan, span_steps, teacher_temperature  # noqa: E402
+from dinolite.maths.schedules import Plan, span_steps, teacher_temperature  # noqa: E402
 
 
 def test_span_steps_takes_steps_then_fraction_then_epochs():

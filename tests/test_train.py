@@ -5,11 +5,11 @@ import json
 import pytest
 import torch
 
-from dinolite.engine import checkpoint as ckpt
 from dinolite.cli import main
-from dinolite.loss import DINOLoss
+from dinolite.engine import checkpoint as ckpt
 from dinolite.errors import TrainingDiverged
-from dinolite.train import Pretrainer, pretrain
+from dinolite.maths.loss import DINOLoss
+from dinolite.pretraining.train import Pretrainer, pretrain
 from tests.helpers import tiny_config, tiny_overrides
 
 

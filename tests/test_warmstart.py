@@ -13,8 +13,8 @@ from dinolite.cli import main
 from dinolite.config import load_config
 from dinolite.engine import checkpoint as ckpt
 from dinolite.errors import UserError
-from dinolite.models import build_student_teacher
-from dinolite.train import Pretrainer
+from dinolite.maths.models import build_student_teacher
+from dinolite.pretraining.train import Pretrainer
 from tests.helpers import tiny_config, tiny_overrides
 
 DINO_ONLY = {"loss.ibot_weight": 0}
@@ -111,7 +111,7 @@ class NotATensor:
 def test_files_that_are_not_training_checkpoints_are_one_line(tmp_path, content, expected):
     path = tmp_path / "file.pth"
     torch.save(content, path)
-    from dinolite.warmstart import read_init
+    from dinolite.methods.warmstart import read_init
 
     with pytest.raises(UserError, match=expected) as err:
         read_init(path)
@@ -124,7 +124,7 @@ def test_a_missing_init_is_refused_by_the_config():
 
 
 def test_the_library_api_continues_too(tmp_path, fmnist_root):
-    from dinolite.loop import DINOTrainer
+    from dinolite.pretraining.library import DINOTrainer
 
     source = tmp_path / "checkpoint.pth"
     saved = write_reference_checkpoint(source, tiny_config(tmp_path / "x", **DINO_ONLY))

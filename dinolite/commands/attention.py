@@ -11,7 +11,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import Config
     from ..errors import UserError
-    from ..models import is_vit_backbone
+    from ..maths.models import is_vit_backbone
     from ..viz.attention import cls_attention, mass_mask, prepare, read_image, render
     from ..weights import resolve
 

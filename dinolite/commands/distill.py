@@ -8,13 +8,13 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     from .. import STARTED
-    from ..config import command_line_length, load_distill_config
+    from ..config import load_command_config
     from ..distributed import read_rendezvous
-    from ..train import pretrain
+    from ..pretraining.train import pretrain
 
     overrides = list(args.overrides) + ([f"distill.teacher={args.teacher}"] if args.teacher else [])
-    cfg = load_distill_config(args.config, overrides)
-    note = command_line_length(cfg, overrides)  # a typed length replaces the recipe's budget, as for pretrain
+    # a typed length replaces the recipe's budget, as for pretrain
+    cfg, note = load_command_config(args.config, overrides, distill=True)
     if note and read_rendezvous().rank == 0:
         print(note, flush=True)
     pretrain(cfg, progress=not args.no_progress, started=STARTED)

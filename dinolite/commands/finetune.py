@@ -24,8 +24,9 @@ class MethodNames:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..finetune.config import FinetuneConfig, load_finetune_config
+    from ..finetune.config import FinetuneConfig
     from ..finetune.methods import finetune
+    from ..finetune.recipe import load_finetune_config
     from ..overrides import data_items
 
     overrides = data_items(args.data, FinetuneConfig) + list(args.overrides)

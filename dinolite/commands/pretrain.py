@@ -7,14 +7,13 @@ import argparse
 
 def run(args: argparse.Namespace) -> int:
     from .. import STARTED
-    from ..config import command_line_length, load_config
+    from ..config import load_command_config
     from ..distributed import read_rendezvous
-    from ..train import pretrain
+    from ..pretraining.train import pretrain
 
-    cfg = load_config(args.config, args.overrides)
     # What the user typed wins: a typed optim.epochs / optim.total_steps replaces the recipe's time budget
     # (both typed is one line, exit 2, before anything is written); the banner says which length runs.
-    note = command_line_length(cfg, args.overrides)
+    cfg, note = load_command_config(args.config, args.overrides)
     if note and read_rendezvous().rank == 0:
         print(note, flush=True)
     pretrain(cfg, progress=not args.no_progress, started=STARTED)

@@ -8,5 +8,5 @@
 - ``lock``: one process owns a run directory for the run's life;
 - ``files``: the one atomic write (temp, fsync, rename, fsync of the folder) and its one-line failure.
 
-The tasks are ``dinolite.train.Pretrainer`` and ``dinolite.finetune.trainer.FinetuneTrainer``.
+The tasks are ``dinolite.pretraining.train.Pretrainer`` and ``dinolite.finetune.trainer.FinetuneTrainer``.
 """

@@ -186,3 +186,31 @@ class Engine:
             if task.step < min((epoch + 1) * spe, stop):
                 task.short_epoch(epoch)
         bar.close()
+
+
+def start_engine(run_dir: Path, dist: DistInfo, device: torch.device, cfg, progress: bool, desc: str,
+                 batch_images: int) -> Engine:
+    """The engine of a task's run directory with its metrics writer (``engine.metrics``: metrics.jsonl and the
+    loggers of ``cfg.train``), as every task sets them up."""
+    from ..config import as_dict
+    from ..loggers import MetricsWriter
+
+    t = cfg.train
+    metrics = MetricsWriter(Path(run_dir) / "metrics.jsonl", dist.is_main, t.loggers, as_dict(cfg), t.wandb_project,
+                            t.wandb_mode)
+    return Engine(Path(run_dir), dist, device, metrics, t.keep_checkpoints, t.checkpoint_every_minutes, t.log_every,
+                  progress, desc, batch_images=batch_images)
+
+
+def resume_task(engine: Engine, task: Task, schedule_changes: dict, note: Callable[[], str] = str) -> Path | None:
+    """Resume ``task`` from its newest readable checkpoint (None: a fresh run): the schedule changes a resume
+    accepted (train.resume_schedule_change=true) are recorded, and rank 0 says where it resumed (``note()``: what
+    the task adds to that line)."""
+    path = engine.resume(task)
+    if path is None:
+        return None
+    if schedule_changes:
+        engine.metrics.write({"step": task.step, "schedule_change": schedule_changes})
+    if engine.dist.is_main:
+        print(f"resumed from {path} at step {task.step}{note()}", flush=True)
+    return path

@@ -89,8 +89,13 @@ def check_run_dir(cfg, identity: tuple[str, ...] = ("recipe",), fixed: tuple[str
 
 def open_run_dir(cfg, is_main: bool, identity: tuple[str, ...] = ("recipe",), fixed: tuple[str, ...] = (),
                  schedule: tuple[str, ...] = ()) -> RunDir:
-    """:func:`check_run_dir`, then create ``cfg.train.output_dir`` and save the resolved config (rank 0)."""
-    accepted = check_run_dir(cfg, identity, fixed, schedule)
+    """:func:`check_run_dir`, then :func:`create_run_dir`."""
+    return create_run_dir(cfg, is_main, check_run_dir(cfg, identity, fixed, schedule))
+
+
+def create_run_dir(cfg, is_main: bool, accepted: dict[str, list]) -> RunDir:
+    """Create ``cfg.train.output_dir`` and save the resolved config (rank 0), once :func:`check_run_dir` has
+    passed (``accepted``: the schedule changes it accepted)."""
     run_dir = Path(cfg.train.output_dir)
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,10 @@ from omegaconf import OmegaConf
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..augment import EvalTransform
 from ..config import Config, as_dict, validate
 from ..data import Source, eval_rows
 from ..errors import UserError
+from ..maths.augment import EvalTransform
 from ..overrides import apply as apply_overrides
 from ..overrides import data_items
 from ..weights import BackboneSpec
@@ -230,7 +230,7 @@ class ProbeFeatures(nn.Module):
 
     def __init__(self, backbone: nn.Module, n_blocks: int | None = None, avgpool: bool = False):
         super().__init__()
-        from ..models import is_vit_backbone
+        from ..maths.models import is_vit_backbone
 
         self.backbone = backbone
         self.vit = is_vit_backbone(backbone)

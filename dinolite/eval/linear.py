@@ -20,10 +20,10 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from ..augment import crop_resize, sample_crop_boxes
 from ..data import Source, build_loader
 from ..data.base import check_class_labels
 from ..errors import UserError
+from ..maths.augment import crop_resize, sample_crop_boxes
 from .knn import topk_accuracy
 
 FAST_LRS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..augment import EvalTransform
+from ..maths.augment import EvalTransform
 from .features import extract_rows, rank_and_world
 from .knn import knn_accuracy
 

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import torch
 
-from ..augment import EvalTransform
 from ..config import Config, ModelConfig, as_dict
 from ..data import build_source
 from ..data.base import Source
 from ..distributed import DistInfo
 from ..files import write_text
-from ..method import Evaluated
-from ..models import build_backbone
+from ..maths.augment import EvalTransform
+from ..maths.models import build_backbone
+from .evaluated import Evaluated
 from .features import RawPixels, extract_rows, left_out_line
 from .knn import knn_accuracy
 from .online import OnlineKNN

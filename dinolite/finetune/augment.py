@@ -1,6 +1,6 @@
 """On-device augmentation for labelled training: random resized crop, flip, optional colour jitter,
 and the stronger second view of the consistency method. Batched like pretraining's multi-crop
-(the crop and colour ops are ``dinolite.augment``'s), every random draw from one generator, or from a
+(the crop and colour ops are ``dinolite.maths.augment``'s), every random draw from one generator, or from a
 ``GlobalBatchRNG`` so that each sample's view does not depend on the number of processes."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ..augment import RNG, color_jitter, crop_resize, draw, sample_crop_boxes
+from ..maths.augment import RNG, color_jitter, crop_resize, draw, sample_crop_boxes
 
 
 def _uniform(n: int, low: float, high: float, g: RNG) -> Tensor:

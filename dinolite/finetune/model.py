@@ -21,7 +21,7 @@ from torch import nn
 from ..engine import checkpoint as ckpt
 from ..errors import UserError
 from ..export import write_safetensors
-from ..models import is_vit
+from ..maths.models import is_vit
 from ..weights import check_timm_kwargs, load_into, read_weights_file, resolve
 from .config import FinetuneConfig
 from .exits import MultiExitViT

@@ -12,7 +12,7 @@ from typing import Protocol
 import torch
 from torch import Tensor, nn
 
-from ..augment import RNG
+from ..maths.augment import RNG
 from . import losses
 from .augment import ConsistencyView
 

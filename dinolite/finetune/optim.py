@@ -13,7 +13,7 @@ import re
 import torch
 from torch import nn
 
-from ..optim import adamw, takes_weight_decay
+from ..maths.optim import adamw, takes_weight_decay
 
 _EMBED = ("patch_embed", "cls_token", "reg_token", "pos_embed")
 _BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")
@@ -44,6 +44,7 @@ def layer_decay_groups(model: nn.Module, depth: int, layer_decay: float) -> list
     return [groups[k] for k in sorted(groups)]
 
 
-def build_optimizer(model: nn.Module, depth: int, layer_decay: float, device: torch.device) -> torch.optim.AdamW:
-    """Pretraining's AdamW over the layer-decay groups; :func:`dinolite.optim.set_schedule` applies ``lr_scale``."""
+def build_layerwise_optimizer(model: nn.Module, depth: int, layer_decay: float,
+                              device: torch.device) -> torch.optim.AdamW:
+    """Pretraining's AdamW over the layer-decay groups; ``dinolite.maths.optim.set_schedule`` applies ``lr_scale``."""
     return adamw(layer_decay_groups(model, depth, layer_decay), device)

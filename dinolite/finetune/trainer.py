@@ -6,6 +6,7 @@ the orchestration of methods in ``methods``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,14 @@ from safetensors.torch import load_file
 from torch import Tensor
 from tqdm import tqdm
 
-from ..augment import EvalTransform, GlobalBatchRNG
 from ..config import as_dict
 from ..distributed import DistInfo, barrier
-from ..engine import streams
-from ..engine.loop import Engine, StepOut
+from ..engine.loop import StepOut, resume_task, start_engine
 from ..errors import UserError
 from ..export import write_safetensors
-from ..loggers import MetricsWriter
-from ..optim import set_schedule
-from ..schedules import cosine, scaled_lr
+from ..maths.augment import EvalTransform
+from ..maths.schedules import cosine, scaled_lr
+from ..methods.step import TrainStep
 from ..weights import load_into
 from .augment import LabeledAugment
 from .config import FinetuneConfig
@@ -31,7 +30,7 @@ from .data import LabeledData, check_batch_labels
 from .exits import MultiExitViT
 from .metrics import accuracy
 from .model import MODEL_FILE, save_model
-from .optim import build_optimizer
+from .optim import build_layerwise_optimizer
 
 LOGITS_FILE = "test_logits.safetensors"
 
@@ -64,6 +63,45 @@ def predict(model: MultiExitViT, data: LabeledData, view: EvalTransform, batch_s
     return [torch.cat(z) for z in zip(*outs, strict=True)], torch.cat(labels)
 
 
+@dataclass(frozen=True)
+class FinetuneSchedule:
+    """A fine-tuning step's scheduled values."""
+
+    step: int
+    lr: float
+    wd: float
+
+
+class FinetuneStep(TrainStep):
+    """Fine-tuning's method object on the shared step (``step.TrainStep``: seeds, the global batch's augmentation
+    stream, DDP, the optimizer's step): the views of a labelled batch, the method's objective (supervised,
+    born-again, layer-wise, consistency: each gives its own), clipping."""
+
+    def __init__(self, model: MultiExitViT, objective, augment: LabeledAugment, cfg: FinetuneConfig,
+                 dist: DistInfo, device: torch.device, seed: int, batch: int):
+        super().__init__(device, dist, seed, cfg.optim.batch_size, batch)
+        self.module, self.objective, self.augment, self.clip_grad = model, objective, augment, cfg.optim.clip_grad
+        self.model = self.wrap_ddp(self.module)  # what the step calls
+        self.optimizer = build_layerwise_optimizer(self.module, self.module.depth, cfg.optim.layer_decay, device)
+
+    def forward_backward(self, inputs: tuple[Tensor, Tensor, Tensor], sched: FinetuneSchedule):
+        images, hw, labels = inputs
+        rng = self.batch_rng(sched.step)
+        self.seed_drop_path(sched.step)
+        raw = self.augment(images.to(self.device, non_blocking=True), hw, rng)
+        y = labels.to(self.device, non_blocking=True)
+        self.model.train()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            loss, logs = self.objective(self.model, self.augment.normalise(raw), raw, y, rng)
+        loss.backward()
+        logs["correct"] = (logs.pop("final").argmax(dim=1) == y).sum()
+        return loss.detach(), logs
+
+    def optimizer_step(self, sched: FinetuneSchedule) -> None:
+        self.clip(self.module.parameters(), self.clip_grad)
+        self.optimizer.step()
+
+
 class FinetuneTrainer:
     """Trains ``model`` with ``objective`` into ``out_dir`` (checkpoints, metrics, final model and test logits).
 
@@ -84,30 +122,18 @@ class FinetuneTrainer:
         self.global_batch = cfg.optim.batch_size
         self.batch = data.batch_size  # this rank's share of the global batch
         self.module = model.to(device)
-        self.model: torch.nn.Module = self.module  # DDP-wrapped below with several processes
-        if dist.world > 1:
-            self.model = torch.nn.parallel.DistributedDataParallel(
-                self.module, device_ids=[dist.local_rank] if device.type == "cuda" else None)
         a = cfg.augment
-        self.augment = LabeledAugment(image_size, a.scale, a.flip_p, a.jitter_p, a.brightness, a.contrast,
-                                      a.saturation, mean, std).to(device)
+        augment = LabeledAugment(image_size, a.scale, a.flip_p, a.jitter_p, a.brightness, a.contrast,
+                                 a.saturation, mean, std).to(device)
         self.eval_view = EvalTransform(image_size, a.crop_ratio, mean, std).to(device)
-        self.optimizer = build_optimizer(self.module, self.module.depth, cfg.optim.layer_decay, device)
-        self.seed = seed
-        self.generator = torch.Generator(device)  # reseeded every step (engine/streams.py)
+        self.stepper = FinetuneStep(self.module, objective, augment, cfg, dist, device, seed, self.batch)
+        self.optimizer = self.stepper.optimizer
         self.stop = min(self.total_steps, stop_at) if stop_at > 0 else self.total_steps
         self.step, self.history = 0, list[dict]()
         self.final_logits: tuple[list[Tensor], Tensor] | None = None
-        t = cfg.train
-        self.metrics = MetricsWriter(self.out_dir / "metrics.jsonl", dist.is_main, t.loggers, as_dict(cfg),
-                                     t.wandb_project, t.wandb_mode)
-        self.engine = Engine(self.out_dir, dist, device, self.metrics, t.keep_checkpoints, t.checkpoint_every_minutes,
-                             t.log_every, self.progress, desc, batch_images=self.global_batch)
-        if self.engine.resume(self) is not None:
-            if schedule_changes:  # accepted with train.resume_schedule_change=true
-                self.metrics.write({"step": self.step, "schedule_change": schedule_changes})
-            if dist.is_main:
-                print(f"resumed from {self.last_good} at step {self.step}", flush=True)
+        self.engine = start_engine(self.out_dir, dist, device, cfg, self.progress, desc, self.global_batch)
+        self.metrics = self.engine.metrics
+        resume_task(self.engine, self, schedule_changes)
 
     @property
     def last_good(self) -> Path | None:
@@ -142,25 +168,10 @@ class FinetuneTrainer:
 
     # ---- training ----------------------------------------------------------------------------
     def train_step(self, images: Tensor, hw: Tensor, labels: Tensor, lr: float):
-        set_schedule(self.optimizer, lr, self.cfg.optim.weight_decay)
-        # Augmentation drawn for the global batch and sliced (the same views on any number of ranks);
-        # drop path per rank. Per-step seeds: a checkpoint needs no RNG state.
-        self.generator.manual_seed(streams.step_seed(self.seed, self.step, streams.AUGMENT))
-        rng = GlobalBatchRNG(self.generator, self.dist.rank * self.batch, self.batch, self.global_batch)
-        torch.manual_seed(streams.step_seed(self.seed, self.step, streams.drop_path(self.dist.rank)))
-        raw = self.augment(images.to(self.device, non_blocking=True), hw, rng)
-        x = self.augment.normalise(raw)
-        y = labels.to(self.device, non_blocking=True)
-        self.model.train()
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            loss, logs = self.objective(self.model, x, raw, y, rng)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.optim.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.cfg.optim.clip_grad)
-        self.optimizer.step()
-        correct = (logs.pop("final").argmax(dim=1) == y).sum()
-        return loss.detach(), logs, correct
+        """One step of the shared skeleton (``FinetuneStep``): the loss, the objective's terms, the correct count."""
+        sched = FinetuneSchedule(self.step, lr, self.cfg.optim.weight_decay)
+        loss, logs = self.stepper.train_step((images, hw, labels), sched)
+        return loss, logs, logs.pop("correct")
 
     nan_advice = "lower optim.lr and run the command again"
 

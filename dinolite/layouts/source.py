@@ -20,7 +20,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..models import VIT_ONLY
+from ..maths.models import VIT_ONLY
 from ..statedict import key_problems
 from ..weights import EXPORT_JSON, read_weights_file, resolve, strip_prefixes
 from . import dinov2

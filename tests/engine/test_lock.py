@@ -59,7 +59,7 @@ def test_each_step_appears_once_in_the_metrics_after_a_resume(tmp_path):
     import json
 
     from dinolite.engine import checkpoint as ckpt
-    from dinolite.train import pretrain
+    from dinolite.pretraining.train import pretrain
     from tests.helpers import tiny_config
 
     run = tmp_path / "run"

@@ -14,7 +14,7 @@ import pytest
 from dinolite.config import load_config
 from dinolite.engine.rundir import changed
 from dinolite.errors import UserError
-from dinolite.train import Pretrainer, pretrain
+from dinolite.pretraining.train import Pretrainer, pretrain
 from tests.helpers import tiny_config, tiny_overrides
 
 QUICK = {"eval.knn_at_end": False, "train.threads": 1}

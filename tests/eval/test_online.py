@@ -7,13 +7,13 @@ import json
 import pytest
 import torch
 
-from dinolite.augment import EvalTransform
 from dinolite.cli import main
 from dinolite.config import read_saved_config
 from dinolite.data import build_source
 from dinolite.eval.features import RawPixels, extract_features
 from dinolite.eval.knn import knn_accuracy
 from dinolite.eval.online import OnlineKNN, spread_indices
+from dinolite.maths.augment import EvalTransform
 from dinolite.weights import load_backbone
 
 

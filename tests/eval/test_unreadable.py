@@ -205,10 +205,10 @@ def test_the_online_knn_scores_readable_images_only(setting, capsys):
     """The online k-NN on the folder's train (bank) and val (queries): the unreadable files are left out and named
     once, its query count (the collapse monitor's noise) is the images scored, and the figure is the k-NN of the
     clean folder."""
-    from dinolite.augment import EvalTransform
     from dinolite.data.folder import ImageFolder
     from dinolite.eval.features import RawPixels
     from dinolite.eval.online import OnlineKNN
+    from dinolite.maths.augment import EvalTransform
 
     _, dirty, clean, bad, _, _ = setting
     transform = EvalTransform(32, 1.0, [0.5] * 3, [0.25] * 3)

@@ -9,7 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from dinolite.export import write_safetensors
-from dinolite.finetune.config import FinetuneConfig, load_finetune_config
+from dinolite.finetune.config import FinetuneConfig
+from dinolite.finetune.recipe import load_finetune_config
 
 TINY_KWARGS = dict(num_classes=0, dynamic_img_size=True, img_size=28, in_chans=1, patch_size=7, embed_dim=32,
                    depth=4, num_heads=2)

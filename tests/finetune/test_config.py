@@ -2,10 +2,11 @@
 
 import pytest
 
-from dinolite.errors import UserError
 from dinolite.config import read_saved_config
-from dinolite.finetune.config import FinetuneConfig, load_finetune_config
-from dinolite.finetune.methods import prepare_run_dir
+from dinolite.errors import UserError
+from dinolite.finetune.config import FinetuneConfig
+from dinolite.finetune.methods import prepare_finetune_dir
+from dinolite.finetune.recipe import load_finetune_config
 
 
 def test_recipe_loads_and_names_its_run_directory():
@@ -34,8 +35,8 @@ def test_bad_settings_are_one_line_errors(override, fragment):
 
 def test_run_directory_of_another_method_is_refused(tmp_path):
     cfg = load_finetune_config(None, [f"train.output_dir={tmp_path}"])
-    prepare_run_dir(cfg, True)
+    prepare_finetune_dir(cfg, True)
     assert read_saved_config(tmp_path / "config.yaml", FinetuneConfig) == cfg
     other = load_finetune_config(None, [f"train.output_dir={tmp_path}", "method=layerwise"])
     with pytest.raises(UserError, match="method 'supervised', not 'layerwise'"):
-        prepare_run_dir(other, True)
+        prepare_finetune_dir(other, True)

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from dinolite.finetune.exits import MultiExitViT
-from dinolite.finetune.optim import build_optimizer, layer_id
-from dinolite.optim import set_schedule
+from dinolite.finetune.optim import build_layerwise_optimizer, layer_id
+from dinolite.maths.optim import set_schedule
 from tests.finetune.test_exits import tiny_vit
 
 
@@ -20,7 +20,7 @@ def test_layer_ids(name, layer):
 
 def test_groups_scale_lr_by_depth_and_skip_decay_on_biases_and_norms():
     model = MultiExitViT(tiny_vit(), [2])
-    opt = build_optimizer(model, 4, 0.5, torch.device("cpu"))
+    opt = build_layerwise_optimizer(model, 4, 0.5, torch.device("cpu"))
     set_schedule(opt, 1.0, 0.05)
     names = {id(p): n for n, p in model.named_parameters()}
     seen = set()

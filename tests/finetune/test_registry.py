@@ -6,9 +6,9 @@ import pytest
 
 from dinolite.cli import parse
 from dinolite.errors import UserError
-from dinolite.finetune.config import load_finetune_config
 from dinolite.finetune.methods import METHODS, SingleModel, finetune
 from dinolite.finetune.objectives import Supervised
+from dinolite.finetune.recipe import load_finetune_config
 from dinolite.finetune.tables import single_rows
 from tests.finetune.helpers import ft_config, write_tiny_backbone
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .context import Context
 
 
-class Method(ABC):
+class FinetuneMethod(ABC):
     """One ``--method``. The defaults fit a method whose models are plain classifiers (no exits)."""
 
     name: ClassVar[str]  # the --method value, saved in the run's config (its identity) and its results
@@ -44,7 +44,7 @@ class Method(ABC):
         on rank 0 once every model is finished, else None (stopped early, or another rank)."""
 
 
-class SingleModel(Method):
+class SingleModel(FinetuneMethod):
     """A method that trains one model in the run directory with its own objective and turns that model's
     test logits into its table rows."""
 

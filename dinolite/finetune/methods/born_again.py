@@ -10,16 +10,16 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from ...augment import EvalTransform
 from ...checks import Check, at_least, positive
 from ...distributed import barrier
+from ...maths.augment import EvalTransform
 from ..config import FinetuneConfig
 from ..exits import MultiExitViT
 from ..model import MODEL_FILE, check_teacher, read_model, rebuild, save_model
 from ..objectives import BornAgain, Objective, Supervised
 from ..tables import born_again_rows
 from ..trainer import LOGITS_FILE, is_done, load_logits, predict, save_logits
-from .base import Method
+from .base import FinetuneMethod
 from .context import Context, Logits
 
 
@@ -48,7 +48,7 @@ def external_generation0(ctx: Context, out_dir: Path) -> Logits | None:
     return logits
 
 
-class BornAgainMethod(Method):
+class BornAgainMethod(FinetuneMethod):
     name = "born-again"
     fixed_on_resume = ("born_again.generations", "born_again.teacher")
 

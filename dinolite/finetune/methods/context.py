@@ -23,7 +23,7 @@ Logits = tuple[list[Tensor], Tensor]  # per-exit test logits (shallow to deep) a
 
 @dataclass
 class Context:
-    """One fine-tuning run's shared state; ``exits`` and ``hint`` are the method's (``Method.exit_blocks``)."""
+    """One fine-tuning run's shared state; ``exits`` and ``hint`` are the method's (``FinetuneMethod.exit_blocks``)."""
 
     cfg: FinetuneConfig
     data: LabeledData

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .base import Method
+from .base import FinetuneMethod
 from .born_again import BornAgainMethod
 from .consistency import ConsistencyMethod
 from .layerwise import LayerwiseMethod
 from .supervised import SupervisedMethod
 
-# A new method: its module (a Method subclass) and one entry here.
-METHODS: dict[str, type[Method]] = {m.name: m for m in (SupervisedMethod, BornAgainMethod, LayerwiseMethod,
+# A new method: its module (a FinetuneMethod subclass) and one entry here.
+METHODS: dict[str, type[FinetuneMethod]] = {m.name: m for m in (SupervisedMethod, BornAgainMethod, LayerwiseMethod,
                                                         ConsistencyMethod)}

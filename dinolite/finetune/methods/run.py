@@ -27,7 +27,7 @@ FIXED_ON_RESUME = ("data.source", "data.root", "data.train_dir", "augment.image_
 SCHEDULE = ("optim.epochs", "optim.batch_size")
 
 
-def prepare_run_dir(cfg: FinetuneConfig, is_main: bool) -> RunDir:
+def prepare_finetune_dir(cfg: FinetuneConfig, is_main: bool) -> RunDir:
     """Create the run directory, refuse one of another recipe, method or init (or a resume that changes the
     models or the data), save the resolved config."""
     fixed = FIXED_ON_RESUME + tuple(key for method in METHODS.values() for key in method.fixed_on_resume)
@@ -57,7 +57,7 @@ def _finetune(cfg: FinetuneConfig, progress: bool, dist: DistInfo | None,
                   progress and dist.is_main, exits=method.exit_blocks(cfg, init.depth), hint=method.hint(cfg),
                   setup=setup)
     with run_lock(cfg.train.output_dir, take=dist.is_main):  # one process owns the run directory
-        run = prepare_run_dir(cfg, dist.is_main)  # only a config that passed every check is saved
+        run = prepare_finetune_dir(cfg, dist.is_main)  # only a config that passed every check is saved
         ctx.schedule_changes, run_dir = run.schedule_changes, run.path
         results = method.run(ctx, run_dir)
     if results is not None and dist.is_main:

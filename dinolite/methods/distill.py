@@ -23,19 +23,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .augment import Crops
-from .config import Config, ModelConfig, student_name
-from .distributed import DistInfo
-from .errors import UserError
-from .loss import CenteredLoss, _at_least_fp32
-from .method import Evaluated, Method, Schedule
-from .models import DINOHead, build_backbone
-from .optim import build_optimizer, cancel_last_layer_grads
+from ..config import Config, ModelConfig, student_name
+from ..distributed import DistInfo
+from ..errors import UserError
+from ..maths.augment import Crops
+from ..maths.loss import CenteredLoss, at_least_fp32, pairwise_cross_entropy
+from ..maths.models import DINOHead, build_backbone
+from ..maths.optim import build_optimizer, cancel_last_layer_grads
+from .base import Evaluated, Method, Schedule
 
 
 def feature_loss(student: Tensor, teacher: Tensor) -> Tensor:
     """Mean of 1 - cos(student_i, teacher_i) over rows: 0 when every projected embedding points the teacher's way."""
-    return 1 - F.cosine_similarity(_at_least_fp32(student), _at_least_fp32(teacher).detach(), dim=-1).mean()
+    return 1 - F.cosine_similarity(at_least_fp32(student), at_least_fp32(teacher).detach(), dim=-1).mean()
 
 
 def distill_cross_entropy(student_out: Tensor, p_teacher: Tensor, student_temp: float, n_global: int = 2) -> Tensor:
@@ -44,11 +44,7 @@ def distill_cross_entropy(student_out: Tensor, p_teacher: Tensor, student_temp: 
 
     ``student_out`` ``[V * B, K]`` (view-major), ``p_teacher`` ``[n_global * B, K]`` target probabilities.
     """
-    log_p_s = F.log_softmax(_at_least_fp32(student_out) / student_temp, dim=-1)
-    views = student_out.shape[0] // (p_teacher.shape[0] // n_global)
-    ce = [torch.sum(-q * log_p, dim=-1).mean() for q in p_teacher.detach().chunk(n_global)
-          for log_p in log_p_s.chunk(views)]
-    return torch.stack(ce).mean()
+    return pairwise_cross_entropy(student_out, p_teacher, student_temp, n_global, same_view=True)
 
 
 # ---- the frozen teacher -----------------------------------------------------------------------
@@ -86,7 +82,8 @@ def head_from_state(state: dict[str, Tensor]) -> DINOHead:
 
 def load_teacher(cfg: Config) -> FrozenTeacher:
     """``distill.teacher`` as a frozen backbone (and head, for the ``dino_head`` objective)."""
-    from .weights import load_into, read_weights_file, resolve, strip_prefixes
+    from ..statedict import inner_state, is_tensor_dict
+    from ..weights import load_into, read_weights_file, resolve, strip_prefixes
 
     d, path = cfg.distill, Path(cfg.distill.teacher)
     if d.teacher_arch:  # a bare weights file of a named timm architecture
@@ -94,9 +91,8 @@ def load_teacher(cfg: Config) -> FrozenTeacher:
             raise UserError(f"distill.teacher_arch={d.teacher_arch!r} is not a timm model: pick one from "
                             f"timm.list_models()")
         obj, _ = read_weights_file(path)
-        if isinstance(obj, dict) and not all(isinstance(v, Tensor) for v in obj.values()):
-            obj = next((obj[k] for k in ("teacher", "state_dict", "model") if k in obj), obj)
-        if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+        obj = inner_state(obj, ("teacher", "state_dict", "model"))
+        if not is_tensor_dict(obj):
             raise UserError(f"distill.teacher={path} holds no state dict of tensors for {d.teacher_arch}: pass its "
                             f"weights (.safetensors, or a torch file of a state_dict)")
         state = strip_prefixes(obj)

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import weight_norm
 
-from .config import ModelConfig
-from .errors import UserError
+from ..config import ModelConfig
+from ..errors import UserError
 
 VIT_ONLY = ("patch_size", "embed_dim", "depth", "num_heads", "reg_tokens", "mlp_ratio", "init_values", "no_embed_class")
 

@@ -62,9 +62,11 @@ class Plan:
     freeze_last_layer: int  # steps during which the head's last layer gets no update
 
     @classmethod
-    def of(cls, optim, loss, steps_per_epoch: int) -> Plan:
-        """Resolve an ``OptimConfig`` and a ``LossConfig`` for a loader of ``steps_per_epoch``."""
-        total = optim.total_steps if optim.total_steps else optim.epochs * steps_per_epoch
+    def of(cls, optim, loss, steps_per_epoch: int, total: int | None = None) -> Plan:
+        """Resolve an ``OptimConfig`` and a ``LossConfig`` for a loader of ``steps_per_epoch``; ``total`` (a length
+        fixed elsewhere: a time budget's plan) replaces the recipe's ``optim.total_steps`` / ``optim.epochs``."""
+        if total is None:
+            total = optim.total_steps if optim.total_steps else optim.epochs * steps_per_epoch
         return cls(
             total=int(total), steps_per_epoch=steps_per_epoch,
             warmup=span_steps(optim.warmup_epochs, optim.warmup_steps, optim.warmup_fraction, steps_per_epoch, total),

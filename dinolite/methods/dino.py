@@ -11,16 +11,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .augment import Crops
-from .config import Config
-from .distributed import DistInfo
-from .engine import streams
-from .errors import UserError
-from .loss import DINOLoss, IBOTPatchLoss, koleo_loss, teacher_stats
-from .masking import sample_masks
-from .method import Evaluated, Method, Schedule
-from .models import DINOModel, build_student_teacher, ema_update
-from .optim import build_optimizer, cancel_last_layer_grads
+from ..config import Config
+from ..distributed import DistInfo
+from ..engine import streams
+from ..errors import UserError
+from ..maths.augment import Crops
+from ..maths.loss import DINOLoss, IBOTPatchLoss, koleo_loss, teacher_stats
+from ..maths.masking import sample_masks
+from ..maths.models import DINOModel, build_student_teacher, ema_update
+from ..maths.optim import build_optimizer, cancel_last_layer_grads
+from .base import Evaluated, Method, Schedule
 
 __all__ = ["DINOMethod", "Schedule"]
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ..engine import checkpoint as ckpt
+from ..errors import UserError
+from ..statedict import is_tensor_dict, key_problems
+from ..weights import bare_name, read_weights_file
 from .dino import DINOMethod
-from .engine import checkpoint as ckpt
-from .errors import UserError
-from .statedict import key_problems
-from .weights import bare_name, read_weights_file
 
 # The reference code's weight-norm names (torch.nn.utils.weight_norm) and dinolite's (parametrizations).
 _WEIGHT_NORM = {"last_layer.weight_g": "last_layer.parametrizations.weight.original0",
@@ -55,7 +55,7 @@ def _dinolite_names(state: dict) -> dict[str, Tensor]:
 
 
 def _tensors(obj, what: str, path: Path) -> dict[str, Tensor]:
-    if not isinstance(obj, dict) or not obj or not all(isinstance(v, Tensor) for v in obj.values()):
+    if not is_tensor_dict(obj):
         raise UserError(f"{path}: its '{what}' entry is not a dict of tensors, so it is not a dinolite or DINO "
                         f"training checkpoint; pass a run directory or a full checkpoint (with student and teacher)")
     return obj

@@ -17,7 +17,7 @@ from kornia.filters import gaussian_blur2d
 from torch import Tensor, nn
 from torchvision.ops import roi_align
 
-from .config import AugmentConfig
+from ..config import AugmentConfig
 
 RATIO = (3 / 4, 4 / 3)  # aspect-ratio range of RandomResizedCrop, as in torchvision and DINO
 _ATTEMPTS = 10

@@ -10,7 +10,7 @@ import torch
 from dinolite.cli import main
 from dinolite.data import build_loader, build_source
 from dinolite.engine import checkpoint as ckpt
-from dinolite.loop import DINOTrainer
+from dinolite.pretraining.library import DINOTrainer
 from tests.helpers import tiny_config, tiny_overrides
 
 # The quickstart's objective (KoLeo + Sinkhorn-Knopp + iBOT) on a tiny ViT with drop path on, so every

@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable, Sized
 import torch
 from torch import Tensor, nn
 
-from .config import Config, load_config
-from .dino import DINOMethod, Schedule
-from .method import build_method
-from .models import DINOModel
-from .schedules import Plan
+from ..config import Config, load_config
+from ..maths.models import DINOModel
+from ..maths.schedules import Plan
+from ..methods.dino import DINOMethod, Schedule
+from ..methods.factory import build_method
 
 Hook = Callable[["DINOTrainer", dict], None]
 
@@ -95,10 +95,9 @@ class DINOTrainer:
                                         len(data) if isinstance(data, Sized) else None)
         if per_epoch is None:
             raise ValueError("data has no length: pass steps_per_epoch so the schedules know the run's length")
-        o = self.cfg.optim
-        if epochs is not None:
-            o.epochs, o.total_steps = epochs, None
-        self.plan = plan = Plan.of(o, self.cfg.loss, per_epoch)
+        # ``epochs`` replaces the recipe's length for this fit; the config itself stays as it was
+        total = epochs * per_epoch if epochs is not None else None
+        self.plan = plan = Plan.of(self.cfg.optim, self.cfg.loss, per_epoch, total=total)
         history: list[dict] = []
         epoch = 0
         while self.step_index < plan.total:

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
-def _at_least_fp32(x: Tensor) -> Tensor:
+def at_least_fp32(x: Tensor) -> Tensor:
     return x.to(torch.promote_types(x.dtype, torch.float32))
 
 
@@ -21,15 +21,23 @@ def dino_cross_entropy(student_out: Tensor, teacher_out: Tensor, center: Tensor,
     gradient. Pairs where the student sees the same view as the teacher are skipped. ``p_teacher``
     replaces the centred softmax with given targets (Sinkhorn-Knopp).
     """
-    n_views = student_out.shape[0] // (teacher_out.shape[0] // n_global)
-    log_p_s = F.log_softmax(_at_least_fp32(student_out) / student_temp, dim=-1).chunk(n_views)
     if p_teacher is None:
-        p_teacher = F.softmax((_at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1)
-    p_t = p_teacher.detach().chunk(n_global)
+        p_teacher = teacher_targets(teacher_out, center, teacher_temp)
+    return pairwise_cross_entropy(student_out, p_teacher, student_temp, n_global, same_view=False)
+
+
+def pairwise_cross_entropy(student_out: Tensor, p_teacher: Tensor, student_temp: float, n_global: int = 2,
+                           same_view: bool = False) -> Tensor:
+    """Mean over pairs (teacher global view i, student view j) of H(P_t^i, P_s^j), ``P_s`` the student's softmax
+    at ``student_temp``; the pairs where both see the same view only when ``same_view`` (distillation, not DINO).
+    ``student_out`` ``[V * B, K]`` and ``p_teacher`` ``[n_global * B, K]``, both view-major; no gradient reaches
+    the targets."""
+    n_views = student_out.shape[0] // (p_teacher.shape[0] // n_global)
+    log_p_s = F.log_softmax(at_least_fp32(student_out) / student_temp, dim=-1).chunk(n_views)
     total, pairs = student_out.new_zeros((), dtype=log_p_s[0].dtype), 0
-    for i, q in enumerate(p_t):
+    for i, q in enumerate(p_teacher.detach().chunk(n_global)):
         for j, log_p in enumerate(log_p_s):
-            if i == j:
+            if i == j and not same_view:
                 continue
             total = total + torch.sum(-q * log_p, dim=-1).mean()
             pairs += 1
@@ -46,7 +54,7 @@ def sinkhorn_knopp(teacher_out: Tensor, teacher_temp: float, iterations: int = 3
     and each sample column to 1 / N_global; the row sums are all-reduced across ranks, so several
     processes give the one-process result on the concatenated batch.
     """
-    logits = _at_least_fp32(teacher_out) / teacher_temp
+    logits = at_least_fp32(teacher_out) / teacher_temp
     # Subtracting the global max leaves every ratio unchanged and keeps exp() finite.
     top = logits.max().clone() if logits.numel() else logits.new_tensor(float("-inf"))
     n_global = logits.new_tensor(float(logits.shape[0]))  # a rank may hold fewer rows (iBOT's masked patches)
@@ -74,14 +82,14 @@ def teacher_targets(teacher_out: Tensor, center: Tensor, teacher_temp: float, ce
     """P_t: softmax of the centred, sharpened teacher output, or the Sinkhorn-Knopp assignment."""
     if centering == "sinkhorn_knopp":
         return sinkhorn_knopp(teacher_out, teacher_temp, iterations)
-    return F.softmax((_at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1)
+    return F.softmax((at_least_fp32(teacher_out) - center) / teacher_temp, dim=-1)
 
 
 def koleo_loss(x: Tensor, eps: float = 1e-8) -> Tensor:
     """KoLeo regulariser (Sablayrolles et al. 2019; dinov2): -mean_i log(min_{j != i} ||x_i - x_j||) over the
     L2-normalised rows of ``x``. Minimising it pushes each feature away from its nearest neighbour,
     spreading the batch over the sphere. Computed within the given batch (per crop, per rank, as dinov2)."""
-    x = F.normalize(_at_least_fp32(x), dim=-1, eps=eps)
+    x = F.normalize(at_least_fp32(x), dim=-1, eps=eps)
     with torch.no_grad():
         sims = x @ x.T
         sims.fill_diagonal_(-2.0)  # never one's own neighbour (cosines are >= -1)
@@ -160,7 +168,7 @@ def ibot_cross_entropy(student_patch: Tensor, p_teacher: Tensor, mask: Tensor,
     per_crop = mask.flatten(1).sum(dim=1)
     crop_of_patch = torch.repeat_interleave(torch.arange(len(per_crop), device=mask.device), per_crop)
     weights = 1.0 / per_crop[crop_of_patch].to(torch.float32)
-    log_p_s = F.log_softmax(_at_least_fp32(student_patch) / student_temp, dim=-1)
+    log_p_s = F.log_softmax(at_least_fp32(student_patch) / student_temp, dim=-1)
     ce = torch.sum(-p_teacher.detach() * log_p_s, dim=-1)
     return (ce * weights).sum(), (per_crop > 0).sum()
 

@@ -176,16 +176,38 @@ class CollapseMonitor:
         return None
 
 
+def monitors_for(suffixes: list[str], out_dim: int, patience: int, warmup: int, queries: int,
+                 centering: str) -> dict[str, CollapseMonitor]:
+    """One monitor per trained backbone (by metric suffix; DINO's teacher is ``""``), as a run builds them: each
+    one's online k-NN is judged against its own random init, within the noise of ``queries`` test images."""
+    return {suffix: CollapseMonitor(out_dim, patience, warmup=warmup, queries=queries, centering=centering)
+            for suffix in suffixes}
+
+
+def feed(monitors: dict[str, CollapseMonitor], record: dict, baselines: dict[str, float]) -> list[str]:
+    """One log record (``step``, ``teacher_entropy``, ``kl_uniform``, ``knn_online<suffix>``) through a run's
+    monitors (one per trained backbone, by suffix; DINO's teacher is ``""``): the warnings it gives. A backbone's
+    k-NN is judged against the run's baseline ``knn_online_random_init<suffix>`` (absent: not judged). The step
+    where the teacher's checks began is added to ``record`` (``monitor_from_step``) once. Training,
+    :func:`replay` and the fixture benchmark all call this."""
+    warnings: list[str | None] = []
+    step = record["step"]
+    if "teacher_entropy" in record and "" in monitors:
+        monitor = monitors[""]
+        started = monitor.teacher_from is not None
+        warnings.append(monitor.update(step, record["teacher_entropy"], record["kl_uniform"]))
+        if not started and monitor.teacher_from is not None:  # recorded once: where the checks began
+            record["monitor_from_step"] = monitor.teacher_from
+    for suffix, monitor in monitors.items():
+        knn, random_init = record.get(f"knn_online{suffix}"), baselines.get(f"knn_online_random_init{suffix}")
+        if knn is not None and random_init is not None:
+            warnings.append(monitor.update_knn(step, knn, random_init))
+    return [w for w in warnings if w]
+
+
 def replay(records: list[dict], monitor: CollapseMonitor, random_init: float | None = None) -> list[tuple[int, str]]:
     """A run's metrics.jsonl records (step, teacher_entropy, kl_uniform, knn_online) through ``monitor``, as
-    ``dinolite pretrain`` feeds it: the warnings it gives, with their steps. ``random_init``: the random
-    network's online k-NN (None: the k-NN figures are not judged)."""
-    fired = []
-    for r in records:
-        warnings = []
-        if "teacher_entropy" in r:
-            warnings.append(monitor.update(r["step"], r["teacher_entropy"], r["kl_uniform"]))
-        if "knn_online" in r and random_init is not None:
-            warnings.append(monitor.update_knn(r["step"], r["knn_online"], random_init))
-        fired += [(r["step"], w) for w in warnings if w]
-    return fired
+    ``dinolite pretrain`` feeds it (:func:`feed`): the warnings it gives, with their steps. ``random_init``: the
+    random network's online k-NN (None: the k-NN figures are not judged)."""
+    baselines = {} if random_init is None else {"knn_online_random_init": random_init}
+    return [(r["step"], w) for r in records for w in feed({"": monitor}, dict(r), baselines)]
