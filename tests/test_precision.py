@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from dinolite import precision
+from dinolite.maths import precision
 from dinolite.config import load_config
 from dinolite.engine import checkpoint as ckpt
 from dinolite.errors import UserError
