@@ -5,10 +5,10 @@ import json
 import pytest
 import torch
 
-from dinolite.maths import precision
 from dinolite.config import load_config
 from dinolite.engine import checkpoint as ckpt
 from dinolite.errors import UserError
+from dinolite.maths import precision
 from dinolite.pretraining.train import Pretrainer, pretrain
 from tests.helpers import tiny_config, tiny_overrides
 
