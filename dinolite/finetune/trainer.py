@@ -133,7 +133,7 @@ class FinetuneTrainer:
         self.final_logits: tuple[list[Tensor], Tensor] | None = None
         self.engine = start_engine(self.out_dir, dist, device, cfg, self.progress, desc, self.global_batch)
         self.metrics = self.engine.metrics
-        resume_task(self.engine, self, schedule_changes)
+        resume_task(self.engine, self, schedule_changes or {})
 
     @property
     def last_good(self) -> Path | None:

@@ -90,9 +90,9 @@ def load_teacher(cfg: Config) -> FrozenTeacher:
         if not timm.is_model(d.teacher_arch.split(".")[0]):
             raise UserError(f"distill.teacher_arch={d.teacher_arch!r} is not a timm model: pick one from "
                             f"timm.list_models()")
-        obj, _ = read_weights_file(path)
-        obj = inner_state(obj, ("teacher", "state_dict", "model"))
-        if not is_tensor_dict(obj):
+        raw, _ = read_weights_file(path)
+        obj = inner_state(raw, ("teacher", "state_dict", "model"))
+        if not isinstance(obj, dict) or not is_tensor_dict(obj):
             raise UserError(f"distill.teacher={path} holds no state dict of tensors for {d.teacher_arch}: pass its "
                             f"weights (.safetensors, or a torch file of a state_dict)")
         state = strip_prefixes(obj)

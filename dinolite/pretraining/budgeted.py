@@ -37,6 +37,11 @@ class BudgetedTask:
     step: int
     global_batch: int
 
+    @property
+    def steps_per_epoch(self) -> int:
+        """Steps of one epoch (the task's loader)."""
+        raise NotImplementedError
+
     def time_and_plan(self, started: float, baselines: dict[str, float]) -> list[str]:
         """Before the first step: ``train.precision=fastest``'s timing (``precision.choose_by_timing``, kept in the
         checkpoints), then a new budget run's plan, which reuses that timing; the banner's lines."""
