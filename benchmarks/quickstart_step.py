@@ -46,7 +46,9 @@ def build(batch: int, precision: str, compiled: bool, extra: list[str], out: Pat
 def steps(trainer, n: int, first: int):
     """Run ``n`` real steps from step ``first`` (crops made from the loader's batches, as in a run)."""
     method, plan = trainer.method, trainer.plan
-    batches = (b for epoch in itertools.count() for b in trainer.loader.epoch(epoch))
+    if not hasattr(trainer, "bench_batches"):  # one stream: an epoch's shuffle is drawn once, as in a run
+        trainer.bench_batches = (b for epoch in itertools.count() for b in trainer.loader.epoch(epoch))
+    batches = trainer.bench_batches
     loss = None
     for i in range(first, first + n):
         images, hw, _ = next(batches)
