@@ -63,12 +63,15 @@ def main(argv: list[str] | None = None) -> int:
                 r = rows[-1]
                 print(f"{r['malloc']:>8}: {r['mean_images_per_s']} images/s, {r['minor_faults']} minor faults, "
                       f"{r['peak_rss_mb']} MB peak, {r['wall_s']} s", flush=True)
+    from dinolite.config import load_config
+
+    batch = load_config(RECIPE, args.set).optim.batch_size  # images/s to steps/s
     mean = {m: round(sum(r["mean_images_per_s"] for r in rows if r["malloc"] == m) / args.repeat, 1)
             for m in ("default", "dinolite")}
     print(f"speed-up: {mean['dinolite'] / mean['default']:.2f}x ({mean['default']} -> {mean['dinolite']} images/s)")
     record = {"steps": args.steps, "rows": rows, "mean_images_per_s": mean,
               "speedup": round(mean["dinolite"] / mean["default"], 3),
-              "provenance": provenance(recipe=RECIPE, steps_per_s={m: round(v / 64, 3) for m, v in mean.items()})}
+              "provenance": provenance(recipe=RECIPE, steps_per_s={m: round(v / batch, 3) for m, v in mean.items()})}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(record, indent=1) + "\n")
     print(f"written to {args.json}")

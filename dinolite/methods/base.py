@@ -66,7 +66,7 @@ class Method(TrainStep):
         self.cfg = cfg
         self.augment = MultiCrop(cfg.augment).to(self.device)
         # "bf16" or "fp32"; train.precision=fastest on a CPU is decided by timing steps (budgeted.BudgetedTask)
-        self.precision = precision.resolve(getattr(cfg.train, "precision", "auto"), self.device) or "fp32"
+        self.precision = precision.resolve(cfg.train.precision, self.device) or "fp32"
 
     def autocast(self) -> AbstractContextManager:
         """The forward passes' autocast context (bf16 where ``self.precision`` says so)."""
