@@ -17,6 +17,7 @@ from dinolite.pretraining.budget import (
     steps_in_budget,
 )
 from dinolite.pretraining.plan import read_plan
+from dinolite.pretraining.rundir import prepare_run_dir
 from dinolite.pretraining.train import Pretrainer, pretrain
 from tests.helpers import tiny_config
 
@@ -77,6 +78,32 @@ def test_budget_fixes_the_step_count_and_a_resume_keeps_it(tmp_path, monkeypatch
 
     with pytest.raises(UserError, match="train.budget_minutes=2"):
         Pretrainer(tiny_config(run, **{**extra, "train.budget_minutes": 5}), progress=False)
+
+
+def test_a_budget_run_made_before_plan_json_resumes_on_its_saved_step_count(tmp_path, monkeypatch):
+    """Versions before plan.json wrote a budget's step count into config.yaml as optim.total_steps: such a run
+    directory resumes from its checkpoint on that count, neither re-planned nor refused as a schedule change."""
+    run = tmp_path / "run"
+    extra = {"train.budget_minutes": 2, "eval.knn_at_end": False, "optim.epochs": 1000, "train.log_every": 5}
+    fixed_plan(monkeypatch, 12)
+    pretrain(tiny_config(run, **{**extra, "train.stop_after_steps": 5}), progress=False)
+    (run / "plan.json").unlink()  # made old: no plan.json, the planned count in its config.yaml
+    old = OmegaConf.load(run / "config.yaml")
+    old.optim.total_steps = 12
+    OmegaConf.save(old, run / "config.yaml")
+
+    def no_timing(self, *a, **k):
+        raise AssertionError("a resumed budget run must not time steps again")
+
+    monkeypatch.setattr(Pretrainer, "time_steps", no_timing)
+    prepare_run_dir(tiny_config(run, **extra), is_main=False)  # the launcher's check passes too (writes nothing)
+    with pytest.raises(UserError, match="train.budget_minutes=2 \\(12 steps\\)") as refused:
+        Pretrainer(tiny_config(run, **{**extra, "train.budget_minutes": 5}), progress=False)
+    assert "\n" not in str(refused.value)
+    trainer = Pretrainer(tiny_config(run, **extra), progress=False)
+    assert trainer.step == 5 and trainer.total_steps == 12 and trainer.run.schedule_changes == {}
+    assert read_plan(run)["total_steps"] == 12  # now a run of today: plan.json, and the config as asked
+    assert OmegaConf.load(run / "config.yaml").optim.total_steps is None
 
 
 @pytest.mark.slow

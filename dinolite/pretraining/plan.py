@@ -1,13 +1,16 @@
 """The run's length, owned in one place: made once (the typed step count, the recipe's epochs, or the time
 budget), changed only by the budget keeper's re-plans, saved in the run directory (``plan.json``) and read back
-when a budget run resumes. The config stays what the user asked for: it is never rewritten with a length."""
+when a budget run resumes. The config stays what the user asked for: it is never rewritten with a length (versions
+before plan.json wrote a budget's length into config.yaml as optim.total_steps: :func:`old_budget_plan` reads it)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from ..config import read_saved_config
 from ..engine.checkpoint import list_checkpoints
+from ..engine.rundir import CONFIG
 from ..errors import UserError
 from ..files import write_text
 from ..maths.schedules import Plan
@@ -55,14 +58,29 @@ def read_plan(run_dir: str | Path) -> dict | None:
         raise UserError(f"{path} cannot be read ({err}): restore it, or start a new train.output_dir") from None
 
 
+def old_budget_plan(cfg) -> dict | None:
+    """A budget run made before plan.json existed, in ``cfg``'s run directory: the ``total_steps`` its budget wrote
+    into its config.yaml and that ``budget_minutes``; None when the directory has a plan.json or holds no such run."""
+    run_dir = Path(cfg.train.output_dir)
+    saved = run_dir / CONFIG
+    if (run_dir / PLAN_FILE).is_file() or not saved.is_file():
+        return None
+    old = read_saved_config(saved, type(cfg))
+    if not old.train.budget_minutes or not old.optim.total_steps:
+        return None
+    return {"total_steps": old.optim.total_steps, "budget_minutes": old.train.budget_minutes}
+
+
 def resumed_budget_plan(cfg) -> tuple[int, int] | None:
-    """The step count a time-budget run fixed (its ``plan.json``, after any re-plan) and the one planned at its
-    start, when ``cfg`` resumes one; None for a fresh run or a run of a typed length. A resume with another
-    budget is refused in one line."""
+    """The step count a time-budget run fixed (its ``plan.json``, after any re-plan, or an older run's config.yaml)
+    and the one planned at its start, when ``cfg`` resumes one; None for a fresh run or a run of a typed length.
+    A resume with another budget is refused in one line."""
     run_dir, budget = Path(cfg.train.output_dir), cfg.train.budget_minutes
     if not budget or cfg.optim.total_steps or not list_checkpoints(run_dir):
         return None
     saved = read_plan(run_dir)
+    if saved is None:
+        saved = old_budget_plan(cfg)
     if not saved or not saved.get("budget_minutes"):
         return None
     steps, planned = int(saved["total_steps"]), float(saved["budget_minutes"])

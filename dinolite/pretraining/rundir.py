@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..engine.rundir import RunDir, open_run_dir
 from ..schema import Config
-from .plan import resumed_budget_plan
+from .plan import old_budget_plan, resumed_budget_plan
 
 # A resume may not change these (the checkpoints' shapes, the crops, the data), and needs
 # train.resume_schedule_change=true for those (the schedules' length); see engine/rundir.py.
@@ -22,4 +22,13 @@ SCHEDULE = ("optim.epochs", "optim.total_steps", "optim.batch_size")
 def prepare_run_dir(cfg: Config, is_main: bool) -> RunDir:
     """The run directory of a pretraining run, checked against the run it holds (see engine/rundir.py)."""
     resumed_budget_plan(cfg)  # a resume with another time budget is refused here too
-    return open_run_dir(cfg, is_main, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
+    return open_run_dir(cfg, is_main, fixed=FIXED_ON_RESUME, schedule=schedule_keys(cfg))
+
+
+def schedule_keys(cfg: Config) -> tuple[str, ...]:
+    """SCHEDULE, less optim.total_steps when ``cfg`` resumes with the same budget (and no step count) a budget run
+    made before plan.json: its saved optim.total_steps is the budget's plan, not a length the user typed."""
+    old = old_budget_plan(cfg)
+    if old is None or cfg.optim.total_steps or old["budget_minutes"] != cfg.train.budget_minutes:
+        return SCHEDULE
+    return tuple(key for key in SCHEDULE if key != "optim.total_steps")

@@ -30,7 +30,7 @@ from .budgeted import BudgetedTask
 from .lines import end_line, start_lines
 from .monitor import CollapseMonitor, feed, monitors_for
 from .plan import RunPlan, resumed_budget_plan
-from .rundir import FIXED_ON_RESUME, SCHEDULE
+from .rundir import FIXED_ON_RESUME, schedule_keys
 from .trained import export_trained
 
 
@@ -49,7 +49,7 @@ class Pretrainer(BudgetedTask):
         # The run directory's checks first, then the parts; nothing is written until all were read without error.
         resumed_plan = resumed_budget_plan(cfg)  # a budget run resumes on the step count it fixed (plan.json)
         adopt_source(cfg)  # a backbone-only model.init gives the architecture (before the run directory's checks)
-        accepted = check_run_dir(cfg, fixed=FIXED_ON_RESUME, schedule=SCHEDULE)
+        accepted = check_run_dir(cfg, fixed=FIXED_ON_RESUME, schedule=schedule_keys(cfg))
         self.source = build_source(cfg.data, "train")
         check_channels(cfg, self.source.channels)
         if len(self.source) < self.global_batch:
