@@ -1,8 +1,24 @@
-"""Fixtures shared by the tests."""
+"""Fixtures shared by the tests, and how the suite shares the machine's cores between its workers."""
 
+import os
 from pathlib import Path
 
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # The suite runs in two pytest-xdist workers (pyproject's addopts), one per core of a 2-core machine: each
+    # worker and the processes its tests start use one torch thread, so the workers do not oversubscribe the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """The SLURM tests share one cluster: they all run in one worker (``--dist loadgroup``), one job at a time."""
+    for item in items:
+        if item.get_closest_marker("cluster"):
+            item.add_marker(pytest.mark.xdist_group("slurm"))
 
 from tests.helpers import FMNIST
 
