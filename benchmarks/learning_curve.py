@@ -63,6 +63,7 @@ def plot(results: dict, out: Path) -> Path:
     right.set_title("online k-NN (10k bank, 1k queries)", fontsize=9)
     right.legend(fontsize=7)
     for ax in (left, right):
+        ax.set_ylabel("k-NN top-1 (%)", fontsize=8)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
