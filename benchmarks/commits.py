@@ -13,7 +13,6 @@ Run it with nothing else on the machine. Prints a table and writes JSON with pro
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
 from run_record import read_metrics  # noqa: E402
 
 RECIPE = "configs/quickstart.yaml"
@@ -82,9 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"old": trees["old"][1], "new": trees["new"][1], "steps": args.steps, "rows": rows,
               "mean_images_per_s": mean, "new_over_old": ratio,
               "provenance": provenance(recipe=RECIPE, steps_per_s={s: round(v / batch, 3) for s, v in mean.items()})}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"written to {args.json}")
+    write_result(args.json, record)
     return 0
 
 

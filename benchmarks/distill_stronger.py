@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
 from run_record import read_config, read_metrics  # noqa: E402
 
 HALF_VIT = ["model.arch=vit_tiny_patch16_224", "model.patch_size=7", "model.embed_dim=64", "model.depth=2",
@@ -129,13 +129,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['student']} | {pct(r['distilled_knn'])} ({r['distill_steps']}) | {pct(r['twin_knn'])} "
               f"({r['twin_steps']}) | {pct(r['teacher_knn'])} | {pct(r['random_init_knn'])} | {pct(r['pixels_knn'])} "
               f"| {r['within_2_of_teacher']} | {r['ahead_of_twin']} |")
-    path = Path(args.json)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"minutes": args.minutes, "students": rows, "runs": results,
-                                "provenance": provenance(RECIPE, steps_per_s={k: r.get("steps_per_s")
-                                                                              for k, r in results.items()})},
-                               indent=1) + "\n")
-    print(f"written to {path}")
+    write_result(args.json, {"minutes": args.minutes, "students": rows, "runs": results,
+                             "provenance": provenance(RECIPE, steps_per_s={k: r.get("steps_per_s")
+                                                                           for k, r in results.items()})})
     return 0 if all("error" not in r for r in results.values()) else 1
 
 

@@ -22,6 +22,7 @@ Nothing here changes the repository (git is only read).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import shlex
@@ -128,7 +129,14 @@ def provenance(recipe: str | Path | None = "configs/quickstart.yaml", steps_per_
             "started_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), **extra}
 
 
-if __name__ == "__main__":
-    import json
 
+def write_result(path: str | Path, record: dict) -> None:
+    """Write a benchmark's JSON result (its folder made) and say where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"written to {path}")
+
+
+if __name__ == "__main__":
     print(json.dumps(provenance(), indent=1))
