@@ -154,24 +154,21 @@ def students_at_the_end(run) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_a_distillation_killed_then_resumed_equals_an_uninterrupted_one(tiny_run, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-    def command(run):
-        return [sys.executable, "-m", "dinolite.cli", *distill_args(tiny_run, run, **FAULTS)]
-
+    """The killed distillation is a process of its own; the uninterrupted one and the resume run in this process
+    (the same command, no start-up)."""
     reference, run = tmp_path / "reference", tmp_path / "killed"
-    done = subprocess.run(command(reference), capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    proc = subprocess.Popen(command(run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    assert main(distill_args(tiny_run, reference, **FAULTS)) == 0
+    proc = subprocess.Popen([sys.executable, "-m", "dinolite.cli", *distill_args(tiny_run, run, **FAULTS)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 240
     while not list(run.glob("checkpoint-0000000[3-9].pt")):  # killed mid-training, some checkpoints written
-        assert proc.poll() is None and time.time() < deadline
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "checkpoint-00000012.pt").exists()
-    resumed = subprocess.run(command(run), capture_output=True, text=True, timeout=300, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert main(distill_args(tiny_run, run, **FAULTS)) == 0
     a, b = students_at_the_end(reference), students_at_the_end(run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (run / "students" / VIT / "model.safetensors").is_file()
