@@ -6,14 +6,13 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 import torch
 
 from dinolite.cli import main
+from tests.forked import Forked
 from tests.helpers import tiny_overrides
 
 # 24 steps (6 epochs of 4), a checkpoint due at every log step (every step), so a kill can land anywhere in the
@@ -26,9 +25,8 @@ def command(run) -> list[str]:
     return ["pretrain", "--no-progress", *tiny_overrides(run, **FAULTS)]
 
 
-def start(run) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dinolite.cli", *command(run)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+def start(run) -> Forked:
+    return Forked(command(run), env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
 def final_weights(run) -> dict[str, torch.Tensor]:
@@ -52,7 +50,7 @@ def reached(run, step: int) -> bool:
     return max(logged_steps(run), default=0) >= step
 
 
-def wait_until(proc: subprocess.Popen, done, run, arg: int, what: str) -> None:
+def wait_until(proc: Forked, done, run, arg: int, what: str) -> None:
     """Poll ``done(run, arg)`` while ``proc`` runs (a failure with its stderr if it ends or hangs first)."""
     deadline = time.time() + 120
     while not done(run, arg):
@@ -64,10 +62,10 @@ def wait_until(proc: subprocess.Popen, done, run, arg: int, what: str) -> None:
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume_is_exact(tmp_path):
-    """The uninterrupted run and the final resume run in this process (the same command, no start-up); the three
-    killed runs are processes of their own. Each kill lands at a random moment within one step's time after a
-    drawn step (the first maybe before any step): drawn steps, not seconds, so every kill lands before the run
-    ends, whatever the machine's speed."""
+    """The uninterrupted run and the final resume run in this process (the same command); the three killed runs
+    are processes of their own, forked ready-imported (tests/forked.py: no start-up). Each kill lands at a random
+    moment within one step's time after a drawn step (the first maybe before any step): drawn steps, not seconds,
+    so every kill lands before the run ends, whatever the machine's speed."""
     reference, run = tmp_path / "reference", tmp_path / "killed"
     began = time.time()
     assert main(command(reference)) == 0
