@@ -21,6 +21,7 @@ from dinolite.cli import main
 from dinolite.config import load_config, load_distill_config
 from dinolite.errors import UserError
 from dinolite.methods.distill import DistillMethod, distill_cross_entropy, feature_loss, load_teacher
+from tests.forked import Forked
 from tests.helpers import tiny_overrides
 
 STUDENTS = ("distill.students=[{arch: vit_tiny_patch16_224, patch_size: 7, embed_dim: 16, depth: 1, num_heads: 2, "
@@ -154,13 +155,11 @@ def students_at_the_end(run) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_a_distillation_killed_then_resumed_equals_an_uninterrupted_one(tiny_run, tmp_path):
-    """The killed distillation is a process of its own; the uninterrupted one and the resume run in this process
-    (the same command, no start-up)."""
+    """The killed distillation is a process of its own (forked ready-imported: tests/forked.py); the uninterrupted
+    one and the resume run in this process (the same command)."""
     reference, run = tmp_path / "reference", tmp_path / "killed"
     assert main(distill_args(tiny_run, reference, **FAULTS)) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "dinolite.cli", *distill_args(tiny_run, run, **FAULTS)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = Forked(distill_args(tiny_run, run, **FAULTS), env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 240
     while not list(run.glob("checkpoint-0000000[3-9].pt")):  # killed mid-training, some checkpoints written
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
