@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,6 +16,7 @@ from dinolite.data import build_loader, build_source
 from dinolite.engine import checkpoint as ckpt
 from dinolite.maths.optim import build_optimizer
 from dinolite.pretraining.library import DINOTrainer
+from tests.forked import Forked
 from tests.helpers import tiny_overrides
 from tests.layouts.sources import dinov2_official, hf_folder, tiny_vit
 
@@ -94,8 +93,8 @@ def test_command_line_and_library_continue_alike(tmp_path, fmnist_root, capsys):
 
 @pytest.mark.slow
 def test_a_continued_run_killed_then_resumed_equals_an_uninterrupted_one(tmp_path, fmnist_root, capsys):
-    """The killed run is a process of its own; the uninterrupted one and the resume run in this process (the same
-    command, no start-up)."""
+    """The killed run is a process of its own (forked ready-imported: tests/forked.py); the uninterrupted one and
+    the resume run in this process (the same command)."""
     folder = hf_folder(tmp_path / "hf", tiny_vit(in_chans=1), 1)
     faults = {"optim.total_steps": 12, "train.log_every": 1, "train.checkpoint_every_minutes": 1e-6,
               "eval.knn_at_end": False, "train.threads": 1, "model.init": str(folder),
@@ -106,8 +105,7 @@ def test_a_continued_run_killed_then_resumed_equals_an_uninterrupted_one(tmp_pat
 
     reference, run = tmp_path / "reference", tmp_path / "killed"
     assert main(command(reference)) == 0
-    proc = subprocess.Popen([sys.executable, "-m", "dinolite.cli", *command(run)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = Forked(command(run), env={**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.time() + 240
     while not list(run.glob("checkpoint-0000000[2-9].pt")):  # killed mid-training, around the unfreeze (step 3)
         assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
