@@ -63,8 +63,8 @@ class Forked:
         self.args = list(argv)
         self._dir = tempfile.TemporaryDirectory(prefix="forked-")  # its output, removed with this object
         self._out, self._err = os.path.join(self._dir.name, "out"), os.path.join(self._dir.name, "err")
-        self._proc = context().Process(target=_child, args=(self.args, dict(os.environ if env is None else env),
-                                                            self._out, self._err))
+        env = {**os.environ, "OMP_NUM_THREADS": "1"} if env is None else env  # the server has one torch thread
+        self._proc = context().Process(target=_child, args=(self.args, env, self._out, self._err))
         self._proc.start()
         self.pid: int = self._proc.pid  # type: ignore[assignment]
 

@@ -3,22 +3,19 @@ line naming the holder, writes nothing; the lock goes with its process (kill -9 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
 
 from dinolite.cli import main
+from tests.forked import Forked
 from tests.helpers import tiny_overrides
 
 
-def start(run, **extra):
-    cmd = [sys.executable, "-m", "dinolite.cli", "pretrain", "--no-progress", *tiny_overrides(run, **extra)]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+def start(run, **extra) -> Forked:
+    """``dinolite pretrain`` in a process of its own, forked ready-imported (tests/forked.py: no start-up)."""
+    return Forked(["pretrain", "--no-progress", *tiny_overrides(run, **extra)])
 
 
 def wait_for(path, timeout=120.0):

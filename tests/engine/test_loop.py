@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import time
@@ -26,7 +25,7 @@ def command(run) -> list[str]:
 
 
 def start(run) -> Forked:
-    return Forked(command(run), env={**os.environ, "OMP_NUM_THREADS": "1"})
+    return Forked(command(run))
 
 
 def final_weights(run) -> dict[str, torch.Tensor]:
