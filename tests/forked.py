@@ -25,9 +25,10 @@ def context():
     return _context
 
 
-def _child(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
+def _child(argv: list[str], env: dict[str, str], out: str, err: str, script: str | None) -> None:
     """In the forked process: the given environment and output files, then the command, as ``python -m
-    dinolite.cli ARGV`` would run it; exit handlers run, the interpreter's teardown is skipped."""
+    dinolite.cli ARGV`` (or ``python -c SCRIPT ARGV``) would run it; exit handlers run, the interpreter's teardown
+    is skipped."""
     import atexit
 
     from tqdm.std import TqdmDefaultWriteLock
@@ -40,7 +41,6 @@ def _child(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
     TqdmDefaultWriteLock.mp_lock = None
 
     dinolite.STARTED = time.time()  # this process's start, for train.budget_minutes, not the server's
-    sys.argv = [sys.modules[main.__module__].__file__, *argv]
     os.environ.clear()
     os.environ.update(env)
     for fd, path in ((1, out), (2, err)):
@@ -49,22 +49,29 @@ def _child(argv: list[str], env: dict[str, str], out: str, err: str) -> None:
         os.close(f)
 
     try:
-        code = main(argv)
+        if script is None:
+            sys.argv = [str(sys.modules[main.__module__].__file__), *argv]
+            code = main(argv)
+        else:
+            sys.argv = ["-c", *argv]
+            exec(script, {"__name__": "__main__"})
+            code = 0
     finally:
         atexit._run_exitfuncs()
     sys.exit(code)
 
 
 class Forked:
-    """A started ``dinolite ARGV`` (a ``subprocess.Popen`` look-alike): ``pid``, ``poll()``, ``wait()``,
-    ``send_signal()``, ``kill()``, ``returncode`` (-9 after SIGKILL), ``communicate()`` -> (stdout, stderr)."""
+    """A started ``dinolite ARGV``, or ``python -c SCRIPT ARGV``; a ``subprocess.Popen`` look-alike: ``pid``,
+    ``poll()``, ``wait()``, ``send_signal()``, ``kill()``, ``returncode`` (-9 after SIGKILL), ``communicate()`` ->
+    (stdout, stderr)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, argv: list[str], env: dict[str, str] | None = None, script: str | None = None) -> None:
         self.args = list(argv)
         self._dir = tempfile.TemporaryDirectory(prefix="forked-")  # its output, removed with this object
         self._out, self._err = os.path.join(self._dir.name, "out"), os.path.join(self._dir.name, "err")
         env = {**os.environ, "OMP_NUM_THREADS": "1"} if env is None else env  # the server has one torch thread
-        self._proc = context().Process(target=_child, args=(self.args, env, self._out, self._err))
+        self._proc = context().Process(target=_child, args=(self.args, env, self._out, self._err, script))
         self._proc.start()
         self.pid: int = self._proc.pid  # type: ignore[assignment]
 
