@@ -21,6 +21,7 @@ from dinolite.engine.runtime import per_rank_batch
 from dinolite.errors import UserError
 from dinolite.maths.augment import GlobalBatchRNG, MultiCrop
 from dinolite.pretraining.train import pretrain
+from tests.forked import Forked
 from tests.helpers import tiny_config, tiny_overrides
 
 # drop path draws its masks per rank, and KoLeo's nearest neighbours are searched within each rank's batch
@@ -42,18 +43,16 @@ def torchrun(run_dir: Path, nproc: int = 2, **extra) -> subprocess.CompletedProc
 
 
 def ranks(run_dir: Path, nproc: int = 2, **extra) -> subprocess.CompletedProcess:
-    """What ``torchrun(run_dir, nproc, **extra)`` does, without the launcher's process (its torch import): the
-    ranks started directly with the variables torchrun sets; their output together, the first failing code."""
-    cmd = [sys.executable, "-m", "dinolite.cli", "pretrain", "--no-progress",
-           *tiny_overrides(run_dir, **{**DDP, **extra})]
+    """What ``torchrun(run_dir, nproc, **extra)`` does, without the launcher's process: the ranks forked
+    ready-imported (tests/forked.py: no start-up each) with the variables torchrun sets; their output together,
+    the first failing code."""
+    argv = ["pretrain", "--no-progress", *tiny_overrides(run_dir, **{**DDP, **extra})]
     rendezvous = {"OMP_NUM_THREADS": "1", "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
                   "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env={**os.environ, **rendezvous, "RANK": str(r), "LOCAL_RANK": str(r)})
-             for r in range(nproc)]
+    procs = [Forked(argv, {**os.environ, **rendezvous, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
     outs = [p.communicate(timeout=300) for p in procs]
     code = next((p.returncode for p in procs if p.returncode), 0)
-    return subprocess.CompletedProcess(cmd, code, "".join(o for o, _ in outs), "".join(e for _, e in outs))
+    return subprocess.CompletedProcess(argv, code, "".join(o for o, _ in outs), "".join(e for _, e in outs))
 
 
 def losses(run_dir: Path) -> dict[int, float]:
