@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from dinolite.cli import main
 from dinolite.config import load_config, load_distill_config
 from dinolite.errors import UserError
 from dinolite.methods.distill import DistillMethod, distill_cross_entropy, feature_loss, load_teacher
+from tests.forked import Forked
 from tests.helpers import tiny_overrides
 
 STUDENTS = ("distill.students=[{arch: vit_tiny_patch16_224, patch_size: 7, embed_dim: 16, depth: 1, num_heads: 2, "
@@ -154,24 +154,19 @@ def students_at_the_end(run) -> dict[str, torch.Tensor]:
 
 @pytest.mark.slow
 def test_a_distillation_killed_then_resumed_equals_an_uninterrupted_one(tiny_run, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-
-    def command(run):
-        return [sys.executable, "-m", "dinolite.cli", *distill_args(tiny_run, run, **FAULTS)]
-
+    """The killed distillation is a process of its own (forked ready-imported: tests/forked.py); the uninterrupted
+    one and the resume run in this process (the same command)."""
     reference, run = tmp_path / "reference", tmp_path / "killed"
-    done = subprocess.run(command(reference), capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    proc = subprocess.Popen(command(run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    assert main(distill_args(tiny_run, reference, **FAULTS)) == 0
+    proc = Forked(distill_args(tiny_run, run, **FAULTS))
     deadline = time.time() + 240
     while not list(run.glob("checkpoint-0000000[3-9].pt")):  # killed mid-training, some checkpoints written
-        assert proc.poll() is None and time.time() < deadline
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "checkpoint-00000012.pt").exists()
-    resumed = subprocess.run(command(run), capture_output=True, text=True, timeout=300, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert main(distill_args(tiny_run, run, **FAULTS)) == 0
     a, b = students_at_the_end(reference), students_at_the_end(run)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert (run / "students" / VIT / "model.safetensors").is_file()
@@ -204,7 +199,7 @@ def test_two_processes_distil_as_one(tiny_run, tmp_path):
     assert main(distill_args(tiny_run, one, "dino_head", **settings) + [vit_only]) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
            "-m", "dinolite.cli", *distill_args(tiny_run, two, "dino_head", **settings), vit_only]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     a = torch.load(one / "checkpoint-00000004.pt", map_location="cpu", weights_only=True)
     b = torch.load(two / "checkpoint-00000004.pt", map_location="cpu", weights_only=True)

@@ -1,4 +1,5 @@
-"""Data-parallel training with real processes (gloo on CPU): same run on 1 or 2 processes, resume across world sizes, errors."""
+"""Data-parallel training with real processes (gloo on CPU): same run on 1 or 2 processes, resume across world
+sizes, errors."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from dinolite.engine.runtime import per_rank_batch
 from dinolite.errors import UserError
 from dinolite.maths.augment import GlobalBatchRNG, MultiCrop
 from dinolite.pretraining.train import pretrain
+from tests.forked import Forked
 from tests.helpers import tiny_config, tiny_overrides
 
 # drop path draws its masks per rank, and KoLeo's nearest neighbours are searched within each rank's batch
@@ -38,6 +40,19 @@ def torchrun(run_dir: Path, nproc: int = 2, **extra) -> subprocess.CompletedProc
            "-m", "dinolite.cli", "pretrain", "--no-progress", *tiny_overrides(run_dir, **{**DDP, **extra})]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def ranks(run_dir: Path, nproc: int = 2, **extra) -> subprocess.CompletedProcess:
+    """What ``torchrun(run_dir, nproc, **extra)`` does, without the launcher's process: the ranks forked
+    ready-imported (tests/forked.py: no start-up each) with the variables torchrun sets; their output together,
+    the first failing code."""
+    argv = ["pretrain", "--no-progress", *tiny_overrides(run_dir, **{**DDP, **extra})]
+    rendezvous = {"OMP_NUM_THREADS": "1", "WORLD_SIZE": str(nproc), "LOCAL_WORLD_SIZE": str(nproc),
+                  "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    procs = [Forked(argv, {**os.environ, **rendezvous, "RANK": str(r), "LOCAL_RANK": str(r)}) for r in range(nproc)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    code = next((p.returncode for p in procs if p.returncode), 0)
+    return subprocess.CompletedProcess(argv, code, "".join(o for o, _ in outs), "".join(e for _, e in outs))
 
 
 def losses(run_dir: Path) -> dict[int, float]:
@@ -66,7 +81,8 @@ def test_rendezvous_from_torchrun_slurm_or_nothing():
     assert (r.rank, r.world, r.local_rank, r.master_addr, r.master_port, r.launcher) == (3, 4, 1, "h", 1234, "torchrun")
     r = read_rendezvous({"SLURM_STEP_NUM_TASKS": "16", "SLURM_PROCID": "9", "SLURM_LOCALID": "1",
                          "SLURM_JOB_ID": "4242", "SLURM_JOB_NODELIST": "gpu07,gpu08"})
-    assert (r.rank, r.world, r.local_rank, r.master_addr, r.master_port, r.launcher) == (9, 16, 1, "gpu07", 20000 + 4242, "slurm")
+    assert (r.rank, r.world, r.local_rank, r.master_addr, r.master_port, r.launcher) == (9, 16, 1, "gpu07",
+                                                                                        20000 + 4242, "slurm")
 
 
 def test_global_batch_must_split_evenly():
@@ -98,12 +114,12 @@ def test_two_processes_match_one_and_resume_on_one(tmp_path):
     knn = {"eval.knn_at_end": True}  # at the end, the k-NN features are extracted half by each rank
     one_knn = pretrain(tiny_config(one, **{**DDP, **knn}), progress=False)["knn_top1"]
 
-    first = torchrun(two, **{"train.stop_after_steps": 3})  # 4 steps per epoch: stops mid-epoch
+    first = ranks(two, **{"train.stop_after_steps": 3})  # 4 steps per epoch: stops mid-epoch
     assert first.returncode == 0, first.stderr[-3000:]
     shutil.copytree(two, resumed)
     saved_by_two = torch.load(resumed / "checkpoint-00000003.pt", map_location="cpu", weights_only=True)
     assert saved_by_two["world"] == 2
-    second = torchrun(two, **knn)  # the 2-process run goes on with 2 processes...
+    second = ranks(two, **knn)  # the 2-process run goes on with 2 processes...
     assert second.returncode == 0, second.stderr[-3000:]
     assert "resumed from" in second.stdout and "at step 3" in second.stdout
     two_knn = float(re.search(r"teacher ([\d.]+) %", second.stdout).group(1))
@@ -149,7 +165,7 @@ def test_output_dir_not_visible_from_every_rank(tmp_path):
     procs = [subprocess.Popen(cmd, env=env(r), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for r, cmd in enumerate([args, private])]
     outs = [p.communicate(timeout=120) for p in procs]
-    for p, (_, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs, strict=True):
         assert p.returncode == 2, err[-2000:]
         assert "Traceback" not in err
     assert "is not visible from rank(s) [1]" in outs[0][1] and "shared by all nodes" in outs[0][1]
@@ -221,7 +237,7 @@ def test_ibot_two_processes_match_one(tmp_path, centering):
     """iBOT's masks are drawn per global sample, its loss is divided by the masked crops of the whole batch
     and its center (or Sinkhorn-Knopp) sums over every rank: 2 processes give the 1-process run, although
     the ranks hold different numbers of masked patches."""
-    ibot = {"loss.ibot_weight": 1.0, "loss.ibot_mask_probability": 0.5, "loss.ibot_separate_head": centering != "center",
-            "loss.centering": centering, "optim.epochs": 1}
+    ibot = {"loss.ibot_weight": 1.0, "loss.ibot_mask_probability": 0.5,
+            "loss.ibot_separate_head": centering != "center", "loss.centering": centering, "optim.epochs": 1}
     one = assert_two_processes_match_one(tmp_path, ibot)
     assert "ibot_center" in weights(one / "checkpoint-00000004.pt")

@@ -4,10 +4,7 @@ line and DINOTrainer give the same weights, and a continued run killed with -9 r
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 
 import pytest
@@ -18,6 +15,7 @@ from dinolite.data import build_loader, build_source
 from dinolite.engine import checkpoint as ckpt
 from dinolite.maths.optim import build_optimizer
 from dinolite.pretraining.library import DINOTrainer
+from tests.forked import Forked
 from tests.helpers import tiny_overrides
 from tests.layouts.sources import dinov2_official, hf_folder, tiny_vit
 
@@ -93,30 +91,30 @@ def test_command_line_and_library_continue_alike(tmp_path, fmnist_root, capsys):
 
 
 @pytest.mark.slow
-def test_a_continued_run_killed_then_resumed_equals_an_uninterrupted_one(tmp_path, fmnist_root):
+def test_a_continued_run_killed_then_resumed_equals_an_uninterrupted_one(tmp_path, fmnist_root, capsys):
+    """The killed run is a process of its own (forked ready-imported: tests/forked.py); the uninterrupted one and
+    the resume run in this process (the same command)."""
     folder = hf_folder(tmp_path / "hf", tiny_vit(in_chans=1), 1)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     faults = {"optim.total_steps": 12, "train.log_every": 1, "train.checkpoint_every_minutes": 1e-6,
               "eval.knn_at_end": False, "train.threads": 1, "model.init": str(folder),
               "model.init_head_warmup": 0.25}
 
     def command(run):
-        return [sys.executable, "-m", "dinolite.cli", "pretrain", *tiny_overrides(run, **faults), "--no-progress"]
+        return ["pretrain", *tiny_overrides(run, **faults), "--no-progress"]
 
     reference, run = tmp_path / "reference", tmp_path / "killed"
-    done = subprocess.run(command(reference), capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
-    proc = subprocess.Popen(command(run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    assert main(command(reference)) == 0
+    proc = Forked(command(run))
     deadline = time.time() + 240
     while not list(run.glob("checkpoint-0000000[2-9].pt")):  # killed mid-training, around the unfreeze (step 3)
-        assert proc.poll() is None and time.time() < deadline
+        assert proc.poll() is None and time.time() < deadline, proc.communicate()[1][-3000:]
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "checkpoint-00000012.pt").exists()
-    resumed = subprocess.run(command(run), capture_output=True, text=True, timeout=300, env=env)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "resumed from" in resumed.stdout
+    capsys.readouterr()
+    assert main(command(run)) == 0
+    assert "resumed from" in capsys.readouterr().out
     a, b = (torch.load(r / "checkpoint-00000012.pt", weights_only=True) for r in (reference, run))
     for part in ("student", "teacher", "loss"):
         assert all(torch.equal(a[part][k], b[part][k]) for k in a[part]), part

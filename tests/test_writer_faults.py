@@ -15,6 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from dinolite.cli import main
+from tests.forked import Forked
 from tests.helpers import cli, on_a_small_disk, tiny_overrides
 
 
@@ -106,10 +107,9 @@ def test_a_student_export_never_replaces_a_folder_holding_other_files(tiny_run, 
 # ---- a second process on the same folder ----------------------------------------------------------------------
 
 def together(*commands: list[str]) -> list[subprocess.CompletedProcess]:
-    """Start every command at once and wait for all."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    procs = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for c in commands]
+    """Start every ``dinolite`` command at once, each a process forked ready-imported (tests/forked.py: within
+    milliseconds of each other, no start-up to spread them), and wait for all."""
+    procs = [Forked(c) for c in commands]
     out = []
     for c, p in zip(commands, procs, strict=True):
         stdout, stderr = p.communicate(timeout=300)
@@ -121,7 +121,7 @@ def together(*commands: list[str]) -> list[subprocess.CompletedProcess]:
 def test_two_exports_into_one_folder_at_once(tiny_run, tmp_path):
     """The same export twice at once: both succeed, one whole export; two different ones: one is refused in one
     line, and the folder holds the other whole."""
-    base = [sys.executable, "-m", "dinolite.cli", "export", str(tiny_run)]
+    base = ["export", str(tiny_run)]
     same = tmp_path / "same"
     runs = together([*base, "--out", str(same)], [*base, "--out", str(same)])
     assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
@@ -143,10 +143,10 @@ def test_two_exports_into_one_folder_at_once(tiny_run, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_embeds_into_one_folder_at_once(tiny_run, tmp_path):
+def test_two_embeds_into_one_folder_at_once(tiny_run, tmp_path, capsys):
     """The same embedding twice at once: both succeed and the folder holds it whole (the second to finish finds
     the first's rows and keeps them); a different one is refused in one line."""
-    base = [sys.executable, "-m", "dinolite.cli", "embed", str(tiny_run), "--no-progress"]
+    base = ["embed", str(tiny_run), "--no-progress"]
     out = tmp_path / "emb"
     data = ["--data", "num_workers=0", "subset=40"]
     runs = together([*base, "--out", str(out), *data], [*base, "--out", str(out), *data])
@@ -156,8 +156,9 @@ def test_two_embeds_into_one_folder_at_once(tiny_run, tmp_path):
     import numpy as np
 
     assert np.load(out / "features.npy").shape == (40, 32)
-    runs = together([*base, "--out", str(out), *data, "--split", "test"])
-    assert runs[0].returncode == 2 and len(runs[0].stderr.strip().splitlines()) == 1
+    capsys.readouterr()
+    assert main([*base, "--out", str(out), *data, "--split", "test"]) == 2  # in this process
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
     assert np.load(out / "features.npy").shape == (40, 32)
 
 
@@ -267,24 +268,23 @@ def test_a_continued_run_into_a_folder_holding_other_files_leaves_them(tiny_run,
     assert (other / "config.yaml").read_text() == "learning_rate: 3\n"
 
 
-def test_a_second_run_on_the_same_output_dir_is_refused(tiny_run, tmp_path):
-    """A continued run holds its output_dir's lock: the same command started again while the first waits at its
-    first checkpoint is refused in one line naming the first, writes nothing, and the first ends whole."""
+def test_a_second_run_on_the_same_output_dir_is_refused(tiny_run, tmp_path, capsys):
+    """A continued run holds its output_dir's lock: the same command started again (in this process: no start-up)
+    while the first waits at its first checkpoint is refused in one line naming the first, writes nothing, and the
+    first ends whole."""
     run = tmp_path / "run"
     args = continued(run, **{"model.init": str(tiny_run)})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "GO": str(tmp_path / "go")}
-    first = subprocess.Popen([sys.executable, "-c", AT_FIRST_CHECKPOINT, "hold", *args], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env)
+    first = Forked(["hold", *args], env, script=AT_FIRST_CHECKPOINT)  # no start-up: forked ready-imported
     try:
         deadline = time.monotonic() + 600
         while not (run / "checkpoint-00000004.pt").exists() and first.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert (run / "checkpoint-00000004.pt").exists(), first.communicate(timeout=60)
         before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
-        second = subprocess.run([sys.executable, "-m", "dinolite.cli", "pretrain", "--no-progress", *args],
-                                capture_output=True, text=True, timeout=600, env=env)
-        assert second.returncode == 2, second.stderr[-3000:]
-        lines = second.stderr.strip().splitlines()
+        capsys.readouterr()
+        assert main(["pretrain", "--no-progress", *args]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
         assert len(lines) == 1 and f"{run} is in use by pid {first.pid}" in lines[0], lines
         assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
     finally:
@@ -374,7 +374,7 @@ def test_an_export_and_an_onnx_export_into_one_folder_at_once(tiny_run, tmp_path
     """Whichever publishes first, both succeed and the folder ends with the weights and the graph, whole."""
     import onnx
 
-    base = [sys.executable, "-m", "dinolite.cli", "export", str(tiny_run), "--out", str(tmp_path / "out")]
+    base = ["export", str(tiny_run), "--out", str(tmp_path / "out")]
     runs = together(base, [*base, "--onnx"])
     assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
     out = tmp_path / "out"
