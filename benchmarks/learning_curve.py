@@ -32,11 +32,15 @@ def curve_row(result: dict) -> dict:
     """The figures of one budget's run that the table and the plot need."""
     keep = ("budget_minutes", "run_s", "steps_done", "steps_per_s", "teacher_knn", "random_init_knn", "pixels_knn",
             "gap_to_pixels", "teacher_minus_random", "warnings", "online_knn")
-    return {k: result.get(k) for k in keep}
+    baselines = Path(result.get("run_dir") or "") / "baselines.json"  # the online k-NN's own random-init figure
+    online_random = json.loads(baselines.read_text())["values"].get("knn_online_random_init") \
+        if baselines.is_file() else result.get("online_random_init_knn")
+    return {**{k: result.get(k) for k in keep}, "online_random_init_knn": online_random}
 
 
 def plot(results: dict, out: Path) -> Path:
-    """Final teacher k-NN against the budget, and each run's online k-NN against its training step."""
+    """Final teacher k-NN against the budget, and each run's online k-NN against its training step, each beside
+    its own protocol's baselines (the online k-NN's random init is scored on its smaller bank and query set)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -45,12 +49,6 @@ def plot(results: dict, out: Path) -> Path:
     rows = sorted(results.values(), key=lambda r: r["budget_minutes"])
     fig, (left, right) = plt.subplots(1, 2, figsize=(9.5, 3.4))
     left.plot([r["budget_minutes"] for r in rows], [r["teacher_knn"] for r in rows], "o-", label="teacher")
-    for name, field, style in (("raw pixels", "pixels_knn", "--"), ("random init", "random_init_knn", ":")):
-        value = next((r[field] for r in rows if r.get(field) is not None), None)
-        if value is not None:
-            for ax in (left, right):
-                ax.axhline(value, ls=style, c="grey", lw=1)
-            left.text(rows[0]["budget_minutes"], value + 0.3, name, fontsize=7, color="grey")
     left.set_xscale("log", base=2)
     left.set_xticks([r["budget_minutes"] for r in rows], [f"{r['budget_minutes']:g}" for r in rows])
     left.set_xlabel("time budget (minutes, the whole command)", fontsize=8)
@@ -62,6 +60,13 @@ def plot(results: dict, out: Path) -> Path:
     right.set_xlabel("step (batch 64)", fontsize=8)
     right.set_title("online k-NN (10k bank, 1k queries)", fontsize=9)
     right.legend(fontsize=7)
+    lines = (("raw pixels", "pixels_knn", "--", left), ("random init", "random_init_knn", ":", left),
+             ("random init", "online_random_init_knn", ":", right))
+    for name, field, style, ax in lines:
+        value = next((r[field] for r in rows if r.get(field) is not None), None)
+        if value is not None:
+            ax.axhline(value, ls=style, c="grey", lw=1)
+            ax.text(ax.get_xlim()[0], value + 0.3, f" {name}", fontsize=7, color="grey")
     for ax in (left, right):
         ax.set_ylabel("k-NN top-1 (%)", fontsize=8)
         ax.grid(alpha=0.3)
@@ -75,7 +80,8 @@ def plot(results: dict, out: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--minutes", type=float, nargs="*", default=[5, 10, 20, 40])
+    p.add_argument("--minutes", type=float, nargs="*", default=[5, 10, 20, 40],
+                   help="the budgets to run (none: only the table and the plot of the JSON's results)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides added to every run")
     p.add_argument("--out", default="runs/learning-curve", help="run directories go under it (replaced)")
     p.add_argument("--json", default="benchmarks/results/learning_curve.json")
@@ -97,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name}: " + ", ".join(f"{k} {row[k]}" for k in ("steps_done", "steps_per_s", "teacher_knn",
                                                                   "random_init_knn", "pixels_knn", "gap_to_pixels")),
               flush=True)
+    for result in saved.values():  # kept in the JSON, so the plot can be drawn again without the run directories
+        result.setdefault("online_random_init_knn", curve_row(result)["online_random_init_knn"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(saved, indent=1) + "\n")
     rows = {k: curve_row(v) for k, v in saved.items() if v.get("teacher_knn") is not None}
     print("| budget | steps | steps/s | teacher k-NN | random init | raw pixels | teacher - pixels |")
     print("|---|---:|---:|---:|---:|---:|---:|")
