@@ -31,13 +31,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from provenance import provenance, write_result  # noqa: E402
-from run_record import read_config, read_metrics  # noqa: E402
+from run_record import read_config, read_metrics, summarize  # noqa: E402
 
 HALF_VIT = ["model.arch=vit_tiny_patch16_224", "model.patch_size=7", "model.embed_dim=64", "model.depth=2",
             "model.num_heads=2"]
 CNN = ["model.arch=resnet10t", "model.patch_size=null", "model.embed_dim=null", "model.depth=null",
        "model.num_heads=null", "loss.ibot_weight=0"]
 RECIPE = "configs/distill_fmnist.yaml"
+TWINS = [("twin-vit-half", ["pretrain", *HALF_VIT]), ("twin-resnet10t", ["pretrain", *CNN])]
+RUNS = ("teacher", "distilled", "twin-vit-half", "twin-resnet10t")
 
 
 def run(name: str, command: list[str], out: Path, minutes: float, threads: int, extra: list[str]) -> dict:
@@ -95,30 +97,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides for every run (tests)")
     p.add_argument("--out", default="runs/distill-stronger")
     p.add_argument("--json", default="benchmarks/results/distill_stronger.json")
+    p.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS),
+                   help="the runs to (re)run; the others are read from --json (default: all)")
     args = p.parse_args(argv)
     out = Path(args.out)
-    results: dict[str, dict] = {}
-    if args.teacher is None:
-        results["teacher"] = run("teacher", ["pretrain"], out, args.minutes, 2, args.set)
-        teacher_dir = out / "teacher"
-    else:
-        teacher_dir = Path(args.teacher)
+    saved = json.loads(Path(args.json).read_text())["runs"] if Path(args.json).is_file() else {}
+    results: dict[str, dict] = {k: v for k, v in saved.items() if k not in args.runs}
+    teacher_dir = Path(args.teacher) if args.teacher else out / "teacher"
+    if args.teacher is not None:
         results["teacher"] = {"run": "teacher", "run_dir": str(teacher_dir),
                               "final": {k: v for r in read_metrics(teacher_dir) for k, v in r.items()
                                         if k.startswith("knn_top1")},
                               "steps": max((r["step"] for r in read_metrics(teacher_dir) if "loss" in r), default=0),
-                              "threads": read_config(teacher_dir)["train"].get("threads")}
-    results["distilled"] = run("distilled", ["distill", f"distill.teacher={teacher_dir}"], out, args.minutes, 2,
-                               args.set)
-    twins = [("twin-vit-half", ["pretrain", *HALF_VIT]), ("twin-resnet10t", ["pretrain", *CNN])]
-    with ThreadPoolExecutor(2) as pool:
+                              "threads": read_config(teacher_dir)["train"].get("threads"),
+                              "steps_per_s": summarize(teacher_dir)["steps_per_s"]}
+    elif "teacher" in args.runs:
+        results["teacher"] = run("teacher", ["pretrain"], out, args.minutes, 2, args.set)
+    if "distilled" in args.runs:
+        results["distilled"] = run("distilled", ["distill", f"distill.teacher={teacher_dir}"], out, args.minutes, 2,
+                                   args.set)
+    twins = [(name, command) for name, command in TWINS if name in args.runs]
+    with ThreadPoolExecutor(2) as pool:  # side by side, one core each
         for r in pool.map(lambda t: run(t[0], t[1], out, args.minutes, 1, args.set), twins):
             results[r["run"]] = r
     for r in results.values():
         print(json.dumps({k: r.get(k) for k in ("run", "steps", "steps_per_s", "final", "error")}), flush=True)
-    rows = student_rows(results["distilled"], dict(zip(args.students, (results["twin-vit-half"],
-                                                                          results["twin-resnet10t"]), strict=True)),
-                        results["teacher"])
+    rows = student_rows(results["distilled"], dict(zip(args.students, (results[name] for name, _ in TWINS),
+                                                       strict=True)), results["teacher"])
     print("| student | distilled k-NN (steps) | DINO twin (steps) | its teacher | random init | raw pixels | "
           "within 2 of teacher | ahead of twin |")
     print("|---|---:|---:|---:|---:|---:|---|---|")
