@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import FMNIST
+
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # The suite runs in two pytest-xdist workers (pyproject's addopts), one per core of a 2-core machine: each
     # worker and the processes its tests start use one torch thread, so the workers do not oversubscribe the cores.
@@ -20,7 +22,6 @@ def pytest_collection_modifyitems(items) -> None:
         if item.get_closest_marker("cluster"):
             item.add_marker(pytest.mark.xdist_group("slurm"))
 
-from tests.helpers import FMNIST
 
 
 @pytest.fixture
