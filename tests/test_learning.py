@@ -1,5 +1,5 @@
 """A CI-sized learning check on real data: the quickstart recipe on 10,000 Fashion-MNIST images,
-scheduled for 240 steps and stopped after 120 (under a minute on one core), must have its online k-NN
+scheduled for 240 steps and stopped after 120 (about a minute on one core), must have its online k-NN
 clearly above the same network at random initialisation by then.
 
 What it catches: a wrong sign, a detached student, a teacher that never moves, a collapse, a
@@ -9,9 +9,9 @@ the quickstart recipe of before this check, without KoLeo and with epoch-based w
 is what a user watches; the full-length recipe is measured by benchmarks/learning.py, not here.
 
 The online k-NN is sized for the test: a small bank (1,000 training images, 100 a class) and many queries
-(5,000 test images). A small bank widens the gap between learned and random features (measured at step 120
-of this plan, seed 0: +5.7 points with 1,000 bank images, +4.9 with 2,000, +3.8 with 5,000), and 5,000
-queries make each figure's noise small (see MARGIN). Measured on this check's settings (train.seed 0, 1, 2
+(5,000 test images). A small bank widens the gap between learned and random features (at step 120 of this
+plan, seed 0, runs of their own: +5.7 points with 1,000 bank images, +4.9 with 2,000, +3.8 with 5,000), and
+5,000 queries make each figure's noise small (see MARGIN). Measured on this check's settings (train.seed 0, 1, 2
 on a 2-core CPU, the monitor quiet in each): +6.0, +4.9 and +5.1 points at step 120; the former check (step
 200 of a 468-step plan, 5,000 bank images, 1,000 queries) measured +6.3 against its 5-point margin.
 """
