@@ -12,7 +12,6 @@ and writes JSON with the provenance of ``provenance.py``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
 from run_record import read_metrics  # noqa: E402
 
 RECIPE = "configs/quickstart.yaml"
@@ -72,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"steps": args.steps, "rows": rows, "mean_images_per_s": mean,
               "speedup": round(mean["dinolite"] / mean["default"], 3),
               "provenance": provenance(recipe=RECIPE, steps_per_s={m: round(v / batch, 3) for m, v in mean.items()})}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"written to {args.json}")
+    write_result(args.json, record)
     return 0
 
 

@@ -26,7 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from provenance import provenance  # noqa: E402
+from provenance import provenance, write_result  # noqa: E402
 
 RECIPE = "configs/quickstart.yaml"
 QUIET = ["train.budget_minutes=0", "optim.total_steps=1000", "eval.online_every=0", "eval.knn_at_end=false",
@@ -111,9 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     record = {"rows": rows, "profile_batch": args.profile_batch, "profile": ops, "threads": torch.get_num_threads(),
               "provenance": provenance(recipe=RECIPE, steps_per_s={f"{r['batch']}/{r['precision']}/{r['compile']}":
                                                                     round(1 / r["s_per_step"], 3) for r in rows})}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(record, indent=1) + "\n")
-    print(f"written to {args.json}")
+    write_result(args.json, record)
     return 0
 
 
