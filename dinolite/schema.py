@@ -119,6 +119,10 @@ class OptimConfig:
     batch_size: int = 1024  # the global batch, split equally over the processes; the LR rule scales with it
     lr: float = 0.0005  # peak LR for a global batch of 256 (linear scaling rule)
     min_lr: float = 1e-6
+    # "cosine" (DINO: a half-cosine from the peak after the warm-up) or "wsd" (the peak held, then a half-cosine
+    # over the last lr_decay_fraction of the run); weight decay and teacher momentum follow a cosine either way
+    lr_schedule: str = "cosine"
+    lr_decay_fraction: float = 0.2
     # Durations come in three forms: epochs (the DINO recipes), steps, or a fraction of the run's steps;
     # a set ``*_steps`` or ``*_fraction`` replaces the epochs (at most one of the two).
     warmup_epochs: float = 10

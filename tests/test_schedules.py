@@ -70,3 +70,50 @@ def test_teacher_temperature_in_steps():
     assert teacher_temperature(15, 30, 0.04, 0.07) == pytest.approx(0.055)
     assert teacher_temperature(30, 30, 0.04, 0.07) == pytest.approx(0.07)
     assert teacher_temperature(5, 0, 0.04, 0.07) == pytest.approx(0.07)
+
+
+# ---- warm-up, stable, decay ----------------------------------------------------------------------
+
+from dinolite.config import Config  # noqa: E402
+from dinolite.errors import UserError  # noqa: E402
+from dinolite.maths.schedules import warmup_stable_decay  # noqa: E402
+from dinolite.methods.base import Schedule  # noqa: E402
+
+
+def test_wsd_holds_the_peak_then_falls_along_a_half_cosine():
+    total, warmup, decay = 100, 10, 20
+    values = [warmup_stable_decay(s, total, 1.0, 0.1, warmup, decay) for s in range(total + 1)]
+    for s, v in enumerate(values):  # the shape written from its definition
+        if s < warmup:
+            want = s / warmup
+        elif s < total - decay:
+            want = 1.0
+        else:
+            want = 0.1 + 0.45 * (1 + math.cos(math.pi * (s - (total - decay)) / decay))
+        assert v == pytest.approx(want)
+    assert values[total] == pytest.approx(0.1) and values[total - decay] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(values[warmup:], values[warmup + 1:]))
+    assert warmup_stable_decay(500, total, 1.0, 0.1, warmup, decay) == pytest.approx(0.1)
+    # a decay as long as the run after the warm-up is DINO's cosine
+    assert [warmup_stable_decay(s, total, 1.0, 0.1, warmup, total - warmup) for s in range(total + 1)] == \
+        pytest.approx([cosine(s, total, 1.0, 0.1, warmup) for s in range(total + 1)])
+
+
+def test_schedule_takes_the_lr_shape_from_the_config():
+    cfg = Config()
+    cfg.optim.lr, cfg.optim.min_lr, cfg.optim.lr_schedule, cfg.optim.lr_decay_fraction = 0.001, 0.0, "wsd", 0.25
+    plan = Plan(total=200, steps_per_epoch=10, warmup=20, teacher_temp_warmup=0, freeze_last_layer=0)
+    lrs = [Schedule.at(cfg, s, plan, global_batch=256).lr for s in (20, 100, 149, 150, 175, 200)]
+    assert lrs[:4] == pytest.approx([0.001] * 4) and lrs[4] == pytest.approx(0.0005) and lrs[5] == pytest.approx(0)
+    cfg.optim.lr_schedule = "cosine"  # DINO's: half way through the cosine part, half the peak
+    assert Schedule.at(cfg, 110, plan, global_batch=256).lr == pytest.approx(0.0005)
+
+
+@pytest.mark.parametrize("key, value", [("lr_schedule", "linear"), ("lr_decay_fraction", 0.0),
+                                        ("lr_decay_fraction", 1.5)])
+def test_bad_lr_shape_is_refused_with_its_key(key, value):
+    from dinolite.checks import validate
+    cfg = Config()
+    setattr(cfg.optim, key, value)
+    with pytest.raises(UserError, match=f"optim.{key}"):
+        validate(cfg)

@@ -23,6 +23,22 @@ def cosine(step: int, total_steps: int, start: float, end: float, warmup_steps: 
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * progress))
 
 
+def warmup_stable_decay(step: int, total_steps: int, start: float, end: float, warmup_steps: int = 0,
+                        decay_steps: int = 0, warmup_start: float = 0.0) -> float:
+    """Linear warm-up to ``start``, then ``start`` held until the last ``decay_steps`` steps, which fall from
+    ``start`` to ``end`` along a half-cosine (the warm-up / stable / decay shape of Hägele et al. 2024).
+
+    A short run spends most of a cosine schedule below its peak; this shape keeps the peak for
+    ``1 - decay - warmup`` of the run and still ends at ``end``."""
+    if step < warmup_steps:
+        return warmup_start + (start - warmup_start) * step / warmup_steps
+    decay_start = max(warmup_steps, total_steps - decay_steps)
+    if step < decay_start:
+        return start
+    progress = min(1.0, (step - decay_start) / max(1, total_steps - decay_start))
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * progress))
+
+
 def teacher_temperature(step: int, warmup_steps: int, warmup_temp: float, temp: float) -> float:
     """Linear from ``warmup_temp`` to ``temp`` over ``warmup_steps`` steps, then constant.
 

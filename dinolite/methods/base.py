@@ -21,7 +21,7 @@ from ..distributed import DistInfo
 from ..eval.evaluated import Evaluated
 from ..maths import precision
 from ..maths.augment import Crops, MultiCrop
-from ..maths.schedules import Plan, cosine, scaled_lr, teacher_temperature
+from ..maths.schedules import Plan, cosine, scaled_lr, teacher_temperature, warmup_stable_decay
 from .step import TrainStep
 
 
@@ -46,7 +46,7 @@ class Schedule:
         warm = int(round((cfg.model.init_head_warmup or 0.0) * total))
         return cls(
             step=step,
-            lr=cosine(step, total, scaled_lr(o.lr, global_batch), o.min_lr, plan.warmup),
+            lr=lr_at(o, step, total, scaled_lr(o.lr, global_batch), plan.warmup),
             wd=cosine(step, total, o.weight_decay, o.weight_decay_end),
             momentum=cosine(step, total, o.momentum_teacher, o.momentum_teacher_end),
             teacher_temp=teacher_temperature(step, plan.teacher_temp_warmup, cfg.loss.warmup_teacher_temp,
@@ -55,6 +55,13 @@ class Schedule:
             backbone_frozen=step < warm,
             unfreeze=warm > 0 and step == warm,
         )
+
+
+def lr_at(o, step: int, total: int, peak: float, warmup: int) -> float:
+    """The LR at ``step``: ``optim.lr_schedule``'s shape from the warm-up to ``peak`` down to ``optim.min_lr``."""
+    if o.lr_schedule == "wsd":
+        return warmup_stable_decay(step, total, peak, o.min_lr, warmup, int(round(o.lr_decay_fraction * total)))
+    return cosine(step, total, peak, o.min_lr, warmup)
 
 
 class Method(TrainStep):
