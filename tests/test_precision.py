@@ -76,3 +76,47 @@ def test_cli_prints_the_choice(tmp_path, monkeypatch, capsys, fmnist_root):
         "train.precision": "fastest", "eval.knn_at_end": False, "train.stop_after_steps": 1})]) == 0
     out = capsys.readouterr().out
     assert "precision " in out and "s/step in float32" in out and "in bf16 autocast" in out
+
+
+def test_fastest_keeps_float32_for_a_cnn_on_a_cpu(tmp_path, monkeypatch, fmnist_root):
+    """oneDNN's bf16 convolution backward returned NaN weight gradients here (maths/precision.py): a CNN is not
+    timed in bf16 on a CPU; a ViT still is, and a CNN's explicit bf16 is still honoured."""
+    monkeypatch.setattr(precision, "cpu_bf16_native", lambda: True)
+    assert precision.resolve("fastest", CPU, convolutional=True) == "fp32"
+    assert precision.resolve("fastest", CUDA, convolutional=True) == "bf16"
+    assert precision.resolve("bf16", CPU, convolutional=True) == "bf16"
+    cnn = {"model.arch": "resnet10t", "model.patch_size": "null", "model.embed_dim": "null", "model.depth": "null",
+           "model.num_heads": "null", "loss.ibot_weight": 0.0}
+    for extra, convolutional in (({}, False), (cnn, True)):
+        tr = Pretrainer(tiny_config(tmp_path / str(convolutional), **{"train.precision": "fastest", **extra}),
+                        progress=False)
+        assert tr.method.convolutional is convolutional
+        timed = precision.choose_by_timing(tr.method, "fastest", CPU, lambda: 1.0)
+        assert timed is None if convolutional else timed == {"fp32": 1.0, "bf16": 1.0}
+        assert tr.method.precision == "fp32"  # the CNN's by the rule, the ViT's by the tie
+
+
+def test_a_timing_with_non_finite_steps_is_never_kept(tmp_path, fmnist_root):
+    """A precision whose timed steps end non-finite is infinitely slow: the other is kept, the banner says why,
+    the metrics line holds no Infinity, and a budget timed so is refused in one line."""
+    import math
+
+    assert precision.faster({"fp32": 1.0, "bf16": math.inf}) == "fp32"
+    line = precision.chosen_line({"fp32": 0.3, "bf16": math.inf}, "fp32")
+    assert line == ("precision fp32 (train.precision=fastest: 0.30 s/step in float32, a non-finite loss or "
+                    "gradient in bf16 autocast on this CPU)")
+    tr = Pretrainer(tiny_config(tmp_path / "r", **{"train.precision": "fp32"}), progress=False)
+    seconds = tr.method.seconds_per_step(tr.loader, tr.run_plan.plan, 0, warmup=1, timed=1)
+    assert math.isfinite(seconds) and seconds > 0
+    tr.method.optimizer.param_groups[0]["params"][0].data[0] = float("nan")  # a weight a NaN gradient reached
+    assert tr.method.seconds_per_step(tr.loader, tr.run_plan.plan, 0, warmup=1, timed=1) == math.inf
+    tr.time_steps = lambda: math.inf
+    with pytest.raises(UserError, match="non-finite loss or gradient in fp32.*train.precision=fp32"):
+        tr.plan_budget(0.0, 0.0)
+
+
+def test_nan_advice_names_float32_under_cpu_bf16(tmp_path):
+    tr = Pretrainer(tiny_config(tmp_path / "r", **{"train.precision": "bf16"}), progress=False)
+    assert tr.nan_advice.startswith("it ran in bf16 autocast on a CPU: resume with train.precision=fp32, or lower")
+    tr.method.precision = "fp32"
+    assert tr.nan_advice == "lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume"

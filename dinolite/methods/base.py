@@ -8,6 +8,7 @@ library API wrap any of them the same way.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -21,6 +22,7 @@ from ..distributed import DistInfo
 from ..eval.evaluated import Evaluated
 from ..maths import precision
 from ..maths.augment import Crops, MultiCrop
+from ..maths.models import is_vit
 from ..maths.schedules import Plan, cosine, scaled_lr, teacher_temperature, warmup_stable_decay
 from .step import TrainStep
 
@@ -73,7 +75,8 @@ class Method(TrainStep):
         self.cfg = cfg
         self.augment = MultiCrop(cfg.augment).to(self.device)
         # "bf16" or "fp32"; train.precision=fastest on a CPU is decided by timing steps (budgeted.BudgetedTask)
-        self.precision = precision.resolve(cfg.train.precision, self.device) or "fp32"
+        self.convolutional = any(not is_vit(arch) for arch in (cfg.model.arch, *(m.arch for m in cfg.distill.students)))
+        self.precision = precision.resolve(cfg.train.precision, self.device, self.convolutional) or "fp32"
 
     def autocast(self) -> AbstractContextManager:
         """The forward passes' autocast context (bf16 where ``self.precision`` says so)."""
@@ -108,14 +111,22 @@ class Method(TrainStep):
         sched = self.schedule(max(plan.warmup, 1), plan)
 
         def run() -> float:
+            losses = []
             for i in range(warmup + timed):
                 if i == warmup:
                     torch.cuda.synchronize() if self.device.type == "cuda" else None
                     t0 = time.time()
                 images, hw, _labels = next(batches)
-                loss, _ = self.train_step(self.make_crops(images, hw, step), sched)
-            loss.item()  # waits for the device
-            return time.time() - t0
+                losses.append(self.train_step(self.make_crops(images, hw, step), sched)[0])
+            losses[-1].item()  # waits for the device
+            seconds = time.time() - t0
+            # A non-finite loss, or weights a non-finite gradient has reached, say this arithmetic cannot train
+            # here (oneDNN's bf16 convolution backward returned NaN weight gradients for a ResNet-10t on a CPU
+            # with AVX512-BF16): infinitely slow, so a timing that compares precisions never keeps it.
+            params = [p.detach() for group in self.optimizer.param_groups for p in group["params"]]
+            finite = bool(torch.stack(losses).isfinite().all()) and all(bool(n.isfinite()) for n in
+                                                                       torch._foreach_norm(params))
+            return seconds if finite else math.inf
 
         return self.trial(run) / timed
 

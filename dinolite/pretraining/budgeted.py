@@ -4,6 +4,7 @@ timing. Real steps are timed (``Method.seconds_per_step``, the slowest rank's); 
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import torch
 
 from ..distributed import DistInfo
+from ..errors import UserError
 from ..eval.online import OnlineKNN
 from ..loggers import MetricsWriter
 from ..maths import precision
@@ -51,7 +53,8 @@ class BudgetedTask:
         if seconds:
             step_s = seconds[self.method.precision]
             self.metrics.write({"step": self.step, "precision": self.method.precision,
-                                "precision_s_per_step": {k: round(v, 4) for k, v in seconds.items()}})
+                                "precision_s_per_step": {k: round(v, 4) if math.isfinite(v) else None
+                                                         for k, v in seconds.items()}})
             lines.append(precision.chosen_line(seconds, self.method.precision))
         if cfg.train.budget_minutes and not cfg.optim.total_steps and self.run_plan.budget_planned is None:
             final_eval = baselines.get("eval_seconds", 0.1 * cfg.train.budget_minutes * 60) \
@@ -64,6 +67,10 @@ class BudgetedTask:
         the rest of the budget (less ``final_eval_s`` for the evaluation after training), save it in plan.json;
         the budget is then kept. Real steps are timed (``Method.seconds_per_step``, the slowest rank's)."""
         step_s = step_s or self.time_steps()
+        if not math.isfinite(step_s):
+            raise UserError(f"the timing steps of train.budget_minutes gave a non-finite loss or gradient in "
+                            f"{self.method.precision}: set train.precision=fp32 if it was bf16 (some CPU bf16 kernels "
+                            f"return NaN), else lower optim.lr")
         online_s = self.baselines.get("online_seconds", 0.0) if self.online is not None else 0.0
         budget_s = self.cfg.train.budget_minutes * 60
         keeper = BudgetKeeper(budget_s, started, step_s, final_eval_s, online_s,

@@ -38,7 +38,13 @@ class Pretrainer(BudgetedTask):
     """One pretraining run as a task of the run engine (``engine.loop``): the data, the method (DINO, or distillation
     when ``distill.teacher`` is set; it owns the models and the step), the time budget, the evaluation."""
 
-    nan_advice = "lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume"
+    @property
+    def nan_advice(self) -> str:
+        """The NaN stop's advice; under bf16 autocast on a CPU, float32 first (CPU bf16 kernels have returned NaN)."""
+        advice = "lower optim.lr or raise loss.warmup_teacher_temp_epochs and resume"
+        if self.method.precision == "bf16" and self.device.type == "cpu":
+            return f"it ran in bf16 autocast on a CPU: resume with train.precision=fp32, or {advice}"
+        return advice
 
     def __init__(self, cfg: Config, dist_info: DistInfo | None = None, progress: bool = True):
         self.cfg = cfg  # cfg.train.threads is applied by pretrain(), which gives the caller's setting back
