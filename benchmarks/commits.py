@@ -38,7 +38,7 @@ def checkout(ref: str, where: Path) -> tuple[Path, str]:
 
 def one(tree: Path, steps: int, extra: list[str], run: Path) -> dict:
     cmd = [sys.executable, "-m", "dinolite.cli", "pretrain", "--no-progress", "--config", RECIPE,
-           "train.budget_minutes=0", f"optim.total_steps={steps}", "eval.knn_at_end=false", "train.precision=fp32",
+           "train.budget_minutes=0", f"optim.total_steps={steps}", "eval.knn_at_end=false",
            f"train.output_dir={run}", *extra]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=tree, env={**os.environ, "PYTHONPATH": str(tree)}, capture_output=True, text=True)
@@ -56,15 +56,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--repeat", type=int, default=2, help="pairs of runs (old, new), alternating")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more overrides for both runs")
+    p.add_argument("--precision", default="fp32",
+                   help="train.precision of both runs; 'recipe': not set, each commit's recipe decides (a commit from "
+                        "before train.precision existed runs float32)")
     p.add_argument("--json", type=Path, default=Path("benchmarks/results/commits.json"))
     args = p.parse_args(argv)
+    overrides = args.set if args.precision == "recipe" else [f"train.precision={args.precision}", *args.set]
     rows = []
     with tempfile.TemporaryDirectory(prefix="commits-") as tmp:
         trees = {"old": checkout(args.old, Path(tmp) / "old"), "new": checkout(args.new, Path(tmp) / "new")}
         try:
             for i in range(args.repeat):
                 for side, (tree, sha) in trees.items():
-                    r = {"pair": i, "side": side, "commit": sha, **one(tree, args.steps, args.set,
+                    r = {"pair": i, "side": side, "commit": sha, **one(tree, args.steps, overrides,
                                                                          Path(tmp) / "runs" / f"{side}{i}")}
                     rows.append(r)
                     print(f"{side} {sha[:8]}: {r['mean_images_per_s']} images/s, {r['wall_s']} s", flush=True)
@@ -78,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             for s in ("old", "new")}
     ratio = round(mean["new"] / mean["old"], 3)
     print(f"new/old: {ratio:.3f}x ({mean['old']} -> {mean['new']} images/s, batch {batch})")
-    record = {"old": trees["old"][1], "new": trees["new"][1], "steps": args.steps, "rows": rows,
+    record = {"old": trees["old"][1], "new": trees["new"][1], "steps": args.steps, "overrides": overrides, "rows": rows,
               "mean_images_per_s": mean, "new_over_old": ratio,
               "provenance": provenance(recipe=RECIPE, steps_per_s={s: round(v / batch, 3) for s, v in mean.items()})}
     write_result(args.json, record)

@@ -124,8 +124,8 @@ class Method(TrainStep):
             # here (oneDNN's bf16 convolution backward returned NaN weight gradients for a ResNet-10t on a CPU
             # with AVX512-BF16): infinitely slow, so a timing that compares precisions never keeps it.
             params = [p.detach() for group in self.optimizer.param_groups for p in group["params"]]
-            finite = bool(torch.stack(losses).isfinite().all()) and all(bool(n.isfinite()) for n in
-                                                                       torch._foreach_norm(params))
+            finite = bool(torch.stack(losses).isfinite().all()) and bool(torch.stack(torch._foreach_norm(params))
+                                                                        .isfinite().all())
             return seconds if finite else math.inf
 
         return self.trial(run) / timed
