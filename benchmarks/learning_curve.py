@@ -8,7 +8,7 @@ this machine needs to pass raw pixels, and whether the recipe keeps improving wi
 Each budget is one ``benchmarks/quickstart.py`` measurement (the same command, record and provenance) with
 ``train.budget_minutes`` set, kept in ``benchmarks/results/learning_curve.json`` under ``"<minutes>min"``; the plot
 (``docs/img/learning_curve.png``, ``--plot``) draws every budget's final teacher k-NN against its minutes, and each
-run's online k-NN (1,000 test images against a 10,000-image bank) against its wall-clock second.
+run's online k-NN (1,000 test images against a 5,000-image bank) against its training step.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def plot(results: dict, out: Path) -> Path:
         if online:
             right.plot([p[0] for p in online], [p[1] for p in online], lw=1.1, label=f"{r['budget_minutes']:g} min")
     right.set_xlabel("step (batch 64)", fontsize=8)
-    right.set_title("online k-NN (10k bank, 1k queries)", fontsize=9)
+    right.set_title("online k-NN (5k bank, 1k queries)", fontsize=9)
     right.legend(fontsize=7)
     lines = (("raw pixels", "pixels_knn", "--", left), ("random init", "random_init_knn", ":", left),
              ("random init", "online_random_init_knn", ":", right))

@@ -78,7 +78,10 @@ class Task(Protocol):
 
     def load_state(self, state: dict, path: Path) -> None: ...
 
-    nan_advice: str  # what to change before running again, ending the one-line message of a NaN stop
+    @property
+    def nan_advice(self) -> str:
+        """What to change before running again, ending the one-line message of a NaN stop."""
+        ...
 
 
 @dataclass
