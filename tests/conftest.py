@@ -23,7 +23,6 @@ def pytest_collection_modifyitems(items) -> None:
             item.add_marker(pytest.mark.xdist_group("slurm"))
 
 
-
 @pytest.fixture
 def fmnist_root() -> Path:
     # CI installs the Debian package dataset-fashion-mnist; a missing file is a set-up error, not a skip.

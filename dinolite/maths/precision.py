@@ -54,7 +54,7 @@ def autocast(device: torch.device, precision: str) -> AbstractContextManager:
 def choose_by_timing(method, setting: str, device: torch.device, time_steps) -> dict[str, float] | None:
     """``fastest`` on a CPU with native bf16: ``time_steps()`` with ``method.precision`` set to each, the faster
     kept in ``method.precision``; returns the seconds per step of each (None: ``setting`` decides alone)."""
-    if resolve(setting, device, getattr(method, "convolutional", False)) is not None:
+    if resolve(setting, device, method.convolutional) is not None:
         return None
     seconds = {}
     for name in ("fp32", "bf16"):

@@ -39,6 +39,15 @@ def warmup_stable_decay(step: int, total_steps: int, start: float, end: float, w
     return end + 0.5 * (start - end) * (1 + math.cos(math.pi * progress))
 
 
+def learning_rate(optim, step: int, total_steps: int, peak: float, warmup_steps: int) -> float:
+    """The LR at ``step`` of an ``OptimConfig``'s ``lr_schedule``: DINO's cosine, or warm-up / stable / decay with
+    the decay over the last ``lr_decay_fraction`` of the run; from ``peak`` down to ``optim.min_lr``."""
+    if optim.lr_schedule == "wsd":
+        decay = int(round(optim.lr_decay_fraction * total_steps))
+        return warmup_stable_decay(step, total_steps, peak, optim.min_lr, warmup_steps, decay)
+    return cosine(step, total_steps, peak, optim.min_lr, warmup_steps)
+
+
 def teacher_temperature(step: int, warmup_steps: int, warmup_temp: float, temp: float) -> float:
     """Linear from ``warmup_temp`` to ``temp`` over ``warmup_steps`` steps, then constant.
 

@@ -23,7 +23,7 @@ from ..eval.evaluated import Evaluated
 from ..maths import precision
 from ..maths.augment import Crops, MultiCrop
 from ..maths.models import is_vit
-from ..maths.schedules import Plan, cosine, scaled_lr, teacher_temperature, warmup_stable_decay
+from ..maths.schedules import Plan, cosine, learning_rate, scaled_lr, teacher_temperature
 from .step import TrainStep
 
 
@@ -48,7 +48,7 @@ class Schedule:
         warm = int(round((cfg.model.init_head_warmup or 0.0) * total))
         return cls(
             step=step,
-            lr=lr_at(o, step, total, scaled_lr(o.lr, global_batch), plan.warmup),
+            lr=learning_rate(o, step, total, scaled_lr(o.lr, global_batch), plan.warmup),
             wd=cosine(step, total, o.weight_decay, o.weight_decay_end),
             momentum=cosine(step, total, o.momentum_teacher, o.momentum_teacher_end),
             teacher_temp=teacher_temperature(step, plan.teacher_temp_warmup, cfg.loss.warmup_teacher_temp,
@@ -57,13 +57,6 @@ class Schedule:
             backbone_frozen=step < warm,
             unfreeze=warm > 0 and step == warm,
         )
-
-
-def lr_at(o, step: int, total: int, peak: float, warmup: int) -> float:
-    """The LR at ``step``: ``optim.lr_schedule``'s shape from the warm-up to ``peak`` down to ``optim.min_lr``."""
-    if o.lr_schedule == "wsd":
-        return warmup_stable_decay(step, total, peak, o.min_lr, warmup, int(round(o.lr_decay_fraction * total)))
-    return cosine(step, total, peak, o.min_lr, warmup)
 
 
 class Method(TrainStep):
@@ -121,8 +114,7 @@ class Method(TrainStep):
             losses[-1].item()  # waits for the device
             seconds = time.time() - t0
             # A non-finite loss, or weights a non-finite gradient has reached, say this arithmetic cannot train
-            # here (oneDNN's bf16 convolution backward returned NaN weight gradients for a ResNet-10t on a CPU
-            # with AVX512-BF16): infinitely slow, so a timing that compares precisions never keeps it.
+            # here (see precision.resolve): infinitely slow, so a timing that compares precisions never keeps it.
             params = [p.detach() for group in self.optimizer.param_groups for p in group["params"]]
             finite = bool(torch.stack(losses).isfinite().all()) and bool(torch.stack(torch._foreach_norm(params))
                                                                         .isfinite().all())
