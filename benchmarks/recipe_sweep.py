@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -34,7 +35,8 @@ PROXY = ["data.subset=10000", "data.test_subset=2000", "train.checkpoint_every_m
 def parse_variant(text: str) -> tuple[str, list[str]]:
     """``NAME`` or ``NAME:key=value,key=value`` -> (name, overrides)."""
     name, _, rest = text.partition(":")
-    overrides = [o for o in rest.split(",") if o]
+    # a comma inside brackets belongs to a list value (augment.global_crops_scale=[0.6,1.0])
+    overrides = [o for o in re.split(r",(?![^\[]*\])", rest) if o]
     if not name or any("=" not in o for o in overrides):
         raise SystemExit(f"recipe_sweep: bad variant {text!r}: write NAME or NAME:key=value,key=value")
     return name, overrides
