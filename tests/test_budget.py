@@ -13,6 +13,7 @@ from dinolite.pretraining.budget import (
     REPLAN_TOLERANCE,
     RESERVE,
     BudgetKeeper,
+    faster_plan,
     replan_steps,
     steps_in_budget,
 )
@@ -36,9 +37,10 @@ def test_a_budget_too_short_is_one_line():
         steps_in_budget(60, 50, 1.0, final_eval_s=20)
 
 
-def fixed_plan(monkeypatch, steps: int) -> list[tuple]:
+def fixed_plan(monkeypatch, steps: int, lengthen: bool = False) -> list[tuple]:
     """The planner's answer fixed at ``steps`` (its arithmetic is tested above), so a test does not depend on how
-    fast or how loaded the machine is; the steps are still timed for real. Returns the planner's inputs."""
+    fast or how loaded the machine is; the steps are still timed for real, and a run faster than its timing is
+    lengthened only with ``lengthen``. Returns the planner's inputs."""
     import dinolite.pretraining.budget
 
     seen: list[tuple] = []
@@ -48,6 +50,8 @@ def fixed_plan(monkeypatch, steps: int) -> list[tuple]:
         return steps
 
     monkeypatch.setattr(dinolite.pretraining.budget, "steps_in_budget", plan)
+    if not lengthen:
+        monkeypatch.setattr(dinolite.pretraining.budget, "faster_plan", lambda planned, *_: planned)
     return seen
 
 
@@ -207,7 +211,7 @@ def run_on_clock(tmp_path, monkeypatch, clock: FakeClock, planned: int = 40) -> 
     for module in (dinolite.pretraining.train, dinolite.pretraining.budgeted, dinolite.engine.loop):
         monkeypatch.setattr(module, "time", types.SimpleNamespace(time=clock.time))
     monkeypatch.setattr(Pretrainer, "time_steps", lambda self: 1.0)
-    fixed_plan(monkeypatch, planned)
+    fixed_plan(monkeypatch, planned, lengthen=True)
     run_step = Pretrainer.run_step
 
     def timed_step(self, batch):
@@ -252,6 +256,27 @@ def test_a_run_that_falls_behind_replans_and_ends_within_its_budget(tmp_path, mo
                                                                    "total_steps": 40}), cfg.loss, 4)).lr
     resumed = Pretrainer(tiny_config(tmp_path / "run", **BUDGET_RUN), progress=False)
     assert resumed.total_steps == final and resumed.step == final
+
+
+def test_a_run_faster_than_timed_is_lengthened_and_fills_its_budget(tmp_path, monkeypatch):
+    """The start timed 1 s/step (40 steps planned) and every step takes 0.7 s: at the log steps the plan grows past the
+    first plan, up to the 57 steps the start would have planned at 0.7 s, and the run still ends within its budget."""
+    clock = FakeClock(fast_s=0.7, slow_s=0.7, slow_from=0)
+    records, seen = run_on_clock(tmp_path, monkeypatch, clock)
+    plans = [40] + [r["replan"]["to_steps"] for r in records if "replan" in r]
+    assert plans == sorted(plans) and plans[-1] == faster_plan(40, 1.0, 0.7) == 57
+    assert records[-1]["step"] == 57 == read_plan(tmp_path / "run")["total_steps"] == seen["trainer"].plan.total
+    assert clock.now <= 1000.0 + 60 * (1 - REPLAN_RESERVE) + REPLAN_TOLERANCE * 60, clock.now - 1000
+
+
+def test_the_first_plan_is_remade_only_for_steps_faster_than_the_reserve():
+    assert faster_plan(100, 1.0, 0.96) == 100 and faster_plan(100, 1.0, 1.5) == 100
+    assert faster_plan(100, 1.0, 0.8) == 125
+
+
+def test_a_run_as_fast_as_timed_is_never_replanned(tmp_path, monkeypatch):
+    records, _ = run_on_clock(tmp_path, monkeypatch, FakeClock(fast_s=1.0, slow_s=1.0, slow_from=0))
+    assert not [r for r in records if "replan" in r] and records[-1]["step"] == 40
 
 
 def test_a_slow_stretch_cuts_the_plan_and_its_end_gives_steps_back(tmp_path, monkeypatch):

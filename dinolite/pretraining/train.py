@@ -169,9 +169,9 @@ class Pretrainer(BudgetedTask):
 
     def replan(self, record: dict, stop: int) -> int:
         """Keep the time budget (``budget.BudgetKeeper``): when the steps left no longer fit in what is left of it
-        at the recent step time, end the plan earlier (or, when a slow stretch has passed, later again, up to the
-        plan made at the start); the schedules end with the new plan, which is recorded in plan.json and the
-        metrics so a resume continues it."""
+        at the recent step time, end the plan earlier (or later, when a slow stretch has passed or the steps run
+        faster than timed at the start); the schedules end with the new plan, which is recorded in plan.json and
+        the metrics so a resume continues it."""
         left = record.pop("budget_left_s", None)
         if left is None or self.keeper is None:
             return stop
