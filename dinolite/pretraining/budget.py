@@ -75,7 +75,7 @@ def replan_steps(step: int, stop: int, left_s: float, step_s: float, online_eval
     need = (stop - step) * per_step
     limit = stop if limit is None else max(limit, stop)
     if need > left_s + tolerance_s or (need < left_s - 2 * tolerance_s and stop < limit):
-        return step + max(0, min(limit - step, math.floor(left_s / per_step)))
+        return step + max(0, int(min(limit - step, math.floor(left_s / per_step))))
     return stop
 
 
