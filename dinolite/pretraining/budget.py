@@ -64,18 +64,18 @@ REPLAN_MIN_STEPS = 60
 
 
 def replan_steps(step: int, stop: int, left_s: float, step_s: float, online_eval_s: float = 0.0,
-                 online_every: int = 0, tolerance_s: float = 0.0, limit: float | None = None) -> int:
+                 online_every: int = 0, tolerance_s: float = 0.0, limit: int | None = None) -> int:
     """The stop that ends the training within ``left_s`` seconds, at ``step_s`` per step from ``step``.
 
     ``stop`` itself while the steps left fit with no more than ``tolerance_s`` over and no more than
     ``2 * tolerance_s`` unused; otherwise as many steps as fit, at least none (the run then stops at
-    ``step``) and at most ``limit`` (None: never longer than ``stop``; ``math.inf``: as many as fit).
+    ``step``) and at most ``limit`` (None: never longer than ``stop``).
     """
     per_step = step_s + (online_eval_s / online_every if online_every else 0.0)
     need = (stop - step) * per_step
     limit = stop if limit is None else max(limit, stop)
     if need > left_s + tolerance_s or (need < left_s - 2 * tolerance_s and stop < limit):
-        return step + max(0, int(min(limit - step, math.floor(left_s / per_step))))
+        return step + max(0, min(limit - step, math.floor(left_s / per_step)))
     return stop
 
 
@@ -135,7 +135,7 @@ class BudgetKeeper:
     def recent_step_s(self) -> float:
         return sum(s * n for s, n in self._intervals) / max(1, sum(n for _, n in self._intervals))
 
-    def _fit(self, step: int, stop: int, left_s: float, step_s: float, tolerance_s: float, limit: float) -> int:
+    def _fit(self, step: int, stop: int, left_s: float, step_s: float, tolerance_s: float, limit: int) -> int:
         """``replan_steps`` at ``step_s`` per step, the evaluations slowed down as the steps are."""
         slower = max(1.0, step_s / self.step_s)
         return replan_steps(step, stop, left_s - self.final_eval_s * slower, step_s, self.online_s * slower,
@@ -147,18 +147,13 @@ class BudgetKeeper:
         step_s = self.recent_step_s()
         mean_s = self._run_time / max(1, self._run_steps)
         tolerance = max(REPLAN_TOLERANCE * self.budget_s, REPLAN_TOLERANCE_LEFT * left_s)
-        new = self._fit(step, total, left_s, step_s, tolerance, limit=self.planned)
+        # Never past the first plan, unless the steps (the slower of the recent and the whole run's step time) run
+        # faster than those timed at the start, which include the first allocations: a recipe without local crops
+        # ran 0.176 s/step against 0.21 timed, and its first plan left 18 % of the budget unused.
+        limit = faster_plan(self.planned, self.step_s, max(step_s, mean_s))
+        new = self._fit(step, total, left_s, step_s, tolerance, limit)
         if new > total:  # lengthened only as far as the whole run's mean step time also allows
-            new = max(total, min(new, self._fit(step, total, left_s, mean_s, tolerance, limit=self.planned)))
-        slow = max(step_s, mean_s)
-        longest = faster_plan(self.planned, self.step_s, slow)
-        if new >= self.planned and longest > new:
-            # Faster than the steps timed at the start (they include the first allocations: a recipe without local
-            # crops ran 0.176 s/step against 0.21 timed, and its first plan left 18 % of the budget unused): past
-            # the first plan, at the slower of the recent and the whole run's step time, as far as the time left
-            # less the start's reserve allows, so that one lengthened is not cut back at once.
-            spare = left_s - (RESERVE - REPLAN_RESERVE) * self.budget_s
-            new = max(new, self._fit(step, new, spare, slow, tolerance, limit=longest))
+            new = max(total, min(new, self._fit(step, total, left_s, mean_s, tolerance, limit)))
         if new == total:
             return total, None
         return new, {"from_steps": total, "to_steps": new, "step_s": round(step_s, 4),
